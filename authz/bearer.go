@@ -1,0 +1,126 @@
+package authz
+
+import (
+	"fmt"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// MaxHeaders bounds the request headers a Check looks at. Envoy sends at most
+// 100 by default; a request with more is refused unread.
+const MaxHeaders = 1024
+
+// maxAuthorization bounds the authorization header: the token limit plus
+// the scheme and some whitespace.
+const maxAuthorization = 8<<10 + 64
+
+// requestHeaders is a view of the request's headers in either of Envoy's
+// forms: the headers map, or header_map (when encode_raw_headers is on).
+type requestHeaders struct {
+	m  map[string]string
+	hm []*headerValue
+}
+
+type headerValue struct{ key, value string }
+
+func headersOf(req *authv3.CheckRequest) (requestHeaders, error) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	h := requestHeaders{m: httpReq.GetHeaders()}
+	if hm := httpReq.GetHeaderMap(); hm != nil {
+		hs := hm.GetHeaders()
+		if len(hs) > MaxHeaders {
+			return h, fmt.Errorf("request has %d headers, over the limit of %d", len(hs), MaxHeaders)
+		}
+		h.hm = make([]*headerValue, 0, len(hs))
+		for _, kv := range hs {
+			v := kv.GetValue()
+			if raw := kv.GetRawValue(); len(raw) > 0 {
+				v = string(raw)
+			}
+			h.hm = append(h.hm, &headerValue{key: kv.GetKey(), value: v})
+		}
+	}
+	if len(h.m) > MaxHeaders {
+		return h, fmt.Errorf("request has %d headers, over the limit of %d", len(h.m), MaxHeaders)
+	}
+	return h, nil
+}
+
+// each calls f for every header name (lowercased) in both forms.
+func (h requestHeaders) each(f func(name string)) {
+	for k := range h.m {
+		f(lower(k))
+	}
+	for _, kv := range h.hm {
+		f(lower(kv.key))
+	}
+}
+
+// authorization returns the authorization header's values.
+func (h requestHeaders) authorization() []string {
+	var vals []string
+	for k, v := range h.m {
+		if strings.EqualFold(k, "authorization") {
+			vals = append(vals, v)
+		}
+	}
+	if len(vals) > 0 {
+		return vals
+	}
+	for _, kv := range h.hm {
+		if strings.EqualFold(kv.key, "authorization") {
+			vals = append(vals, kv.value)
+		}
+	}
+	return vals
+}
+
+// bearerToken extracts exactly one Bearer token (RFC 6750 §2.1). Schemes
+// compare case-insensitively. It returns errMissingToken when there is no
+// Bearer credential at all, and a malformed-request error when there is one
+// that is not exactly one token.
+func bearerToken(h requestHeaders) (string, error) {
+	vals := h.authorization()
+	switch {
+	case len(vals) == 0:
+		return "", fmt.Errorf("%w: no authorization header", errMissingToken)
+	case len(vals) > 1:
+		return "", fmt.Errorf("%d authorization headers: send exactly one", len(vals))
+	}
+	v := vals[0]
+	if len(v) > maxAuthorization {
+		return "", fmt.Errorf("authorization header is %d bytes, over the limit of %d", len(v), maxAuthorization)
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", fmt.Errorf("%w: authorization header does not use the Bearer scheme", errMissingToken)
+	}
+	tok := strings.TrimLeft(rest, " ")
+	if tok == "" {
+		return "", fmt.Errorf("authorization header has the Bearer scheme but no token")
+	}
+	for i := 0; i < len(tok); i++ {
+		if !isToken68(tok[i]) {
+			return "", fmt.Errorf("authorization header must hold exactly one token; byte %d is not allowed in a token", i)
+		}
+	}
+	return tok, nil
+}
+
+// isToken68 reports whether c may appear in a b64token (RFC 6750 §2.1).
+func isToken68(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '='
+}
+
+// lower lowercases ASCII without allocating when s is already lowercase,
+// as Envoy sends it.
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}

@@ -1,0 +1,68 @@
+package authz
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are jwtauthz's Prometheus metrics. Labels are bounded: provider
+// names come from the config, decisions and reasons from fixed lists.
+type Metrics struct {
+	checks       *prometheus.CounterVec
+	duration     prometheus.Histogram
+	usersCreated prometheus.Counter
+	jwksRefresh  *prometheus.CounterVec
+	cache        *prometheus.CounterVec
+}
+
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jwtauthz_checks_total",
+			Help: "Check decisions by provider, decision (allow, deny) and reason.",
+		}, []string{"provider", "decision", "reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "jwtauthz_check_duration_seconds",
+			Help:    "Time to answer a Check, from request to decision.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		usersCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jwtauthz_users_created_total",
+			Help: "Users created on their first allowed Check.",
+		}),
+		jwksRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jwtauthz_jwks_refresh_total",
+			Help: "JWK Set fetches by provider and result (success, failure).",
+		}, []string{"provider", "result"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jwtauthz_token_cache_requests_total",
+			Help: "Verified-token cache lookups by result (hit, miss).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.checks, m.duration, m.usersCreated, m.jwksRefresh, m.cache)
+	return m
+}
+
+// JWKSRefreshed counts one JWK Set fetch of provider.
+func (m *Metrics) JWKSRefreshed(provider string, err error) {
+	if m == nil {
+		return
+	}
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.jwksRefresh.WithLabelValues(provider, result).Inc()
+}
+
+// CacheLookup counts one verified-token cache lookup.
+func (m *Metrics) CacheLookup(hit bool) {
+	if m == nil {
+		return
+	}
+	if hit {
+		m.cache.WithLabelValues("hit").Inc()
+		return
+	}
+	m.cache.WithLabelValues("miss").Inc()
+}

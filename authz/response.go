@@ -1,0 +1,221 @@
+package authz
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/store"
+)
+
+// wrapFalse is shared by every header option: messages are never mutated
+// once built, and marshaling only reads them.
+var wrapFalse = wrapperspb.Bool(false)
+
+// setHeader builds a header that replaces any value the request had. The
+// deprecated append=false is set too: older Envoys read only that field.
+func setHeader(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		Append:       wrapFalse,
+	}
+}
+
+func (s *Server) allow(hdrs requestHeaders, res *token.Result, id store.Identity, claimValues map[string]string, chs []ClaimHeader) *authv3.CheckResponse {
+	h := s.opts.Headers
+	userID := strconv.FormatUint(id.ID, 10)
+	set := make([]*corev3.HeaderValueOption, 0, 4+len(chs))
+	if h.User != "" {
+		set = append(set, setHeader(h.User, res.Username))
+	}
+	if h.UserID != "" {
+		set = append(set, setHeader(h.UserID, userID))
+	}
+	if h.Provider != "" {
+		set = append(set, setHeader(h.Provider, res.Provider))
+	}
+	if h.Payload != "" {
+		set = append(set, setHeader(h.Payload, res.Payload))
+	}
+	for _, ch := range chs {
+		if v, ok := claimValues[ch.Claim]; ok {
+			set = append(set, setHeader(ch.Header, v))
+		}
+	}
+
+	var remove []string
+	hdrs.each(func(name string) {
+		if !s.strips(name) || isSet(set, name) {
+			return
+		}
+		for _, r := range remove {
+			if r == name {
+				return
+			}
+		}
+		remove = append(remove, name)
+	})
+	if !s.opts.ForwardAuthorization {
+		remove = append(remove, "authorization")
+	}
+
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         set,
+			HeadersToRemove: remove,
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"user":     structpb.NewStringValue(res.Username),
+			"user_id":  structpb.NewStringValue(userID),
+			"provider": structpb.NewStringValue(res.Provider),
+			"new_user": structpb.NewBoolValue(id.New),
+		}},
+	}
+}
+
+// strips reports whether a client-sent header must not reach the upstream
+// unless this answer sets it: a configured identity or claim header, or any
+// header with the strip prefix.
+func (s *Server) strips(name string) bool {
+	if p := s.opts.Headers.StripPrefix; p != "" && strings.HasPrefix(name, p) {
+		return true
+	}
+	return s.protected[name]
+}
+
+func isSet(set []*corev3.HeaderValueOption, name string) bool {
+	for _, h := range set {
+		if h.Header.Key == name {
+			return true
+		}
+	}
+	return false
+}
+
+// claimValue renders the claim at path as a header value: strings as they
+// are, arrays joined with commas, objects as compact JSON. A value that
+// cannot travel in a header (control characters) counts as absent.
+func claimValue(claims map[string]any, path string) (string, bool) {
+	v, ok := token.Lookup(claims, path)
+	if !ok || v == nil {
+		return "", false
+	}
+	var out string
+	switch t := v.(type) {
+	case string:
+		out = t
+	case []any:
+		parts := make([]string, 0, len(t))
+		for _, e := range t {
+			s, ok := scalar(e)
+			if !ok {
+				b, _ := json.Marshal(e)
+				s = string(b)
+			}
+			parts = append(parts, s)
+		}
+		out = strings.Join(parts, ",")
+	default:
+		s, ok := scalar(t)
+		if !ok {
+			b, _ := json.Marshal(t)
+			s = string(b)
+		}
+		out = s
+	}
+	if !validHeaderValue(out) {
+		return "", false
+	}
+	return out, true
+}
+
+func scalar(v any) (string, bool) {
+	switch t := v.(type) {
+	case string:
+		return t, true
+	case json.Number:
+		return t.String(), true
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64), true
+	case bool:
+		return strconv.FormatBool(t), true
+	}
+	return "", false
+}
+
+// validHeaderValue rejects bytes HTTP forbids in field values (RFC 9110
+// §5.5): controls other than tab, and DEL.
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
+}
+
+func (s *Server) denied(reason Reason, detail string, tokenGiven bool) *authv3.CheckResponse {
+	d, ok := denials[reason]
+	if !ok {
+		d = denials[ReasonMalformed]
+	}
+	body, _ := json.Marshal(struct {
+		Error  string `json:"error"`
+		Detail string `json:"detail"`
+	}{string(reason), detail})
+
+	headers := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
+	switch {
+	case d.code == codes.Unavailable:
+		secs := int(s.opts.RetryAfter.Seconds())
+		headers = append(headers, setHeader("retry-after", strconv.Itoa(max(secs, 1))))
+	case tokenGiven:
+		headers = append(headers, setHeader("www-authenticate", fmt.Sprintf(
+			`Bearer realm=%q, error="invalid_token", error_description="%s"`, s.opts.Realm, quotable(detail))))
+	default:
+		headers = append(headers, setHeader("www-authenticate", fmt.Sprintf(`Bearer realm=%q`, s.opts.Realm)))
+	}
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(d.code), Message: string(reason) + ": " + detail},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.http)},
+			Headers: headers,
+			Body:    string(body),
+		}},
+	}
+}
+
+// quotable keeps only the characters RFC 6750 §3 allows in
+// error_description, replacing the others, and bounds the length.
+func quotable(s string) string {
+	const maxLen = 200
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < maxLen; i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b.WriteByte('\'')
+		case c < 0x20 || c > 0x7e:
+			b.WriteByte('?')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func wrapStore(err error) error { return errors.Join(errStore, err) }

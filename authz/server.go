@@ -1,0 +1,196 @@
+// Package authz answers Envoy's ext_authz Check: it takes the bearer token,
+// verifies it, records the user's login and answers allow with identity
+// headers or deny with a JSON body. A decision is always a CheckResponse.
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/store"
+)
+
+// Verifier verifies a raw token; the token.Router is the real one. A cache
+// of verified tokens wraps it.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (res *token.Result, provider string, err error)
+}
+
+// Users records logins. The bbolt store implements it; another backend can
+// be dropped in without touching the Check path.
+type Users interface {
+	Login(ctx context.Context, l store.Login) (store.Identity, error)
+}
+
+// IdentityHeaders names the headers set for the upstream.
+type IdentityHeaders struct {
+	User        string // the username
+	UserID      string // the store's numeric id
+	Provider    string // the provider's name
+	Payload     string // base64url of the verified claims JSON; "" disables
+	StripPrefix string // client headers with this prefix never reach the upstream; "" disables
+}
+
+// ClaimHeader sets a header from a claim.
+type ClaimHeader struct {
+	Header string // lowercase header name
+	Claim  string // dotted claim path
+}
+
+// Options configure a Server.
+type Options struct {
+	Verifier             Verifier
+	Users                Users
+	Headers              IdentityHeaders
+	ClaimHeaders         map[string][]ClaimHeader // by provider name
+	ForwardAuthorization bool
+	Realm                string // www-authenticate realm; default "jwtauthz"
+	RetryAfter           time.Duration
+	Now                  func() time.Time
+	Logger               *slog.Logger
+	Metrics              *Metrics // may be nil
+}
+
+// Server implements envoy.service.auth.v3.Authorization.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	opts      Options
+	protected map[string]bool // every header name the answers may set or strip
+}
+
+// New returns a Server.
+func New(opts Options) *Server {
+	if opts.Realm == "" {
+		opts.Realm = "jwtauthz"
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, protected: map[string]bool{}}
+	h := opts.Headers
+	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
+		if name != "" {
+			s.protected[name] = true
+		}
+	}
+	for _, chs := range opts.ClaimHeaders {
+		for _, ch := range chs {
+			s.protected[ch.Header] = true
+		}
+	}
+	return s
+}
+
+// Check answers one ext_authz request. It returns a gRPC error only when the
+// request itself is nil; every decision is a CheckResponse.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	resp, provider, reason := s.check(ctx, req)
+	if m := s.opts.Metrics; m != nil {
+		if provider == "" {
+			provider = "none"
+		}
+		decision := "allow"
+		if reason != ReasonOK {
+			decision = "deny"
+		}
+		m.checks.WithLabelValues(provider, decision, string(reason)).Inc()
+		m.duration.Observe(time.Since(start).Seconds())
+	}
+	return resp, nil
+}
+
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, string, Reason) {
+	hdrs, err := headersOf(req)
+	if err != nil {
+		return s.deny(ctx, req, "", "", false, err)
+	}
+	raw, err := bearerToken(hdrs)
+	if err != nil {
+		// A Bearer credential that is not one well-formed token still
+		// counts as a token given (RFC 6750 §3.1: invalid_token).
+		return s.deny(ctx, req, "", "", !errors.Is(err, errMissingToken), err)
+	}
+	res, provider, err := s.opts.Verifier.Verify(ctx, raw)
+	if err != nil {
+		return s.deny(ctx, req, provider, raw, true, err)
+	}
+	var claimValues map[string]string
+	chs := s.opts.ClaimHeaders[res.Provider]
+	if len(chs) > 0 {
+		claimValues = make(map[string]string, len(chs))
+		for _, ch := range chs {
+			if v, ok := claimValue(res.Claims, ch.Claim); ok {
+				claimValues[ch.Claim] = v
+			}
+		}
+	}
+	id, err := s.opts.Users.Login(ctx, store.Login{
+		Provider: res.Provider,
+		Username: res.Username,
+		Subject:  res.Subject,
+		Claims:   claimValues,
+		At:       s.opts.Now(),
+	})
+	if err != nil {
+		return s.deny(ctx, req, provider, raw, true, wrapStore(err))
+	}
+	if !id.Active {
+		return s.deny(ctx, req, provider, raw, true, errInactive)
+	}
+	if m := s.opts.Metrics; m != nil && id.New {
+		m.usersCreated.Inc()
+	}
+	if s.opts.Logger.Enabled(ctx, slog.LevelDebug) {
+		s.opts.Logger.DebugContext(ctx, "check allowed",
+			"provider", res.Provider, "user", res.Username, "new_user", id.New,
+			"request_id", requestID(req), "token_sha256", fingerprint(raw))
+	}
+	return s.allow(hdrs, res, id, claimValues, chs), res.Provider, ReasonOK
+}
+
+// deny answers a failed Check. tokenGiven says whether the request carried a
+// Bearer credential (RFC 6750 then asks for error="invalid_token"); raw is
+// the token when one was extracted, for the log's fingerprint.
+func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider, raw string, tokenGiven bool, err error) (*authv3.CheckResponse, string, Reason) {
+	reason := Classify(err)
+	level := slog.LevelInfo
+	if reason == ReasonKeysUnavailable || reason == ReasonStoreUnavailable {
+		level = slog.LevelWarn
+	}
+	if s.opts.Logger.Enabled(ctx, level) {
+		attrs := []any{"reason", string(reason), "request_id", requestID(req), "err", err}
+		if provider != "" {
+			attrs = append(attrs, "provider", provider)
+		}
+		if raw != "" {
+			attrs = append(attrs, "token_sha256", fingerprint(raw))
+		}
+		s.opts.Logger.Log(ctx, level, "check denied", attrs...)
+	}
+	return s.denied(reason, err.Error(), tokenGiven), provider, reason
+}
+
+// fingerprint names a token in logs without revealing it: the first 12 hex
+// digits of its SHA-256.
+func fingerprint(raw string) string {
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:6])
+}
+
+func requestID(req *authv3.CheckRequest) string {
+	return req.GetAttributes().GetRequest().GetHttp().GetId()
+}

@@ -1,0 +1,345 @@
+// Package token verifies a provider's JWTs: structure, algorithm allowlist,
+// crit, time claims, issuer and audience first — cheap checks that need no
+// key, so a malformed or expired token never triggers a key refresh — then
+// the signature with the provider's keys, then the claims schema.
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/jwtauthz/jwtauthz/authz/keys"
+)
+
+// MaxSize is the largest token accepted; larger ones are refused unparsed.
+const MaxSize = 8 << 10
+
+// MaxUsername bounds a username: it becomes a header value and a store key.
+const MaxUsername = 256
+
+// Errors a verification can end with. Each wraps more detail; the caller
+// classifies with errors.Is. Key source errors (keys.ErrUnknownKID,
+// keys.ErrUnavailable) and schema errors pass through unchanged.
+var (
+	ErrMalformed   = errors.New("malformed token")
+	ErrAlgorithm   = errors.New("algorithm not allowed")
+	ErrExpired     = errors.New("token expired")
+	ErrNotYetValid = errors.New("token not yet valid")
+	ErrIssuer      = errors.New("issuer not accepted")
+	ErrAudience    = errors.New("audience not accepted")
+	ErrSignature   = errors.New("invalid signature")
+	// ErrMissingUsername is a claims failure, worded like a schema failure:
+	// the username claim is absent, not a string, too long, or holds control
+	// characters (it becomes a header value and a store key).
+	ErrMissingUsername = errors.New("Invalid JWT schema") //nolint:staticcheck // the product's own wording
+)
+
+// KeySource finds the keys that may verify a token.
+type KeySource interface {
+	Lookup(ctx context.Context, dst []keys.Key, kid, alg string) ([]keys.Key, uint64, error)
+}
+
+// ClaimsValidator checks verified claims, e.g. against a JSON Schema.
+type ClaimsValidator interface {
+	Validate(claims map[string]any) error
+}
+
+// Options configure one provider's Verifier.
+type Options struct {
+	Provider      string
+	Issuer        string   // when set, iss must equal it
+	Audiences     []string // when set, aud must contain one of them
+	Algorithms    []string // the allowlist; never "none"
+	Leeway        time.Duration
+	UsernameClaim string // default "username"
+	Keys          KeySource
+	Schema        ClaimsValidator // may be nil
+	Now           func() time.Time
+}
+
+// Verifier verifies tokens for one provider.
+type Verifier struct {
+	opts      Options
+	parser    *jwt.Parser
+	validator *jwt.Validator
+}
+
+// NewVerifier returns a Verifier for opts.
+func NewVerifier(opts Options) *Verifier {
+	if opts.UsernameClaim == "" {
+		opts.UsernameClaim = "username"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	vopts := []jwt.ParserOption{
+		jwt.WithLeeway(opts.Leeway),
+		jwt.WithTimeFunc(opts.Now),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+	}
+	if opts.Issuer != "" {
+		vopts = append(vopts, jwt.WithIssuer(opts.Issuer))
+	}
+	if len(opts.Audiences) > 0 {
+		vopts = append(vopts, jwt.WithAudience(opts.Audiences...))
+	}
+	return &Verifier{
+		opts:      opts,
+		parser:    jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding()),
+		validator: jwt.NewValidator(vopts...),
+	}
+}
+
+// Provider returns the provider's name.
+func (v *Verifier) Provider() string { return v.opts.Provider }
+
+// Result is a verified token.
+type Result struct {
+	Provider string
+	Username string
+	Subject  string
+	Claims   map[string]any // plain JSON values, numbers as json.Number
+	Payload  string         // the token's payload segment: base64url of the claims JSON
+	Expiry   time.Time
+	KID      string
+	KeyGen   uint64 // generation of the key set that verified it
+}
+
+// parsed is a token decoded but not yet verified.
+type parsed struct {
+	tok    *jwt.Token
+	claims jwt.MapClaims
+	parts  []string
+	alg    string
+	kid    string
+}
+
+// parse decodes raw without verifying anything. It refuses tokens over
+// MaxSize before looking at them.
+func parse(p *jwt.Parser, raw string) (*parsed, error) {
+	if len(raw) > MaxSize {
+		return nil, fmt.Errorf("%w: token is %d bytes, over the %d-byte limit", ErrMalformed, len(raw), MaxSize)
+	}
+	if strings.Count(raw, ".") != 2 {
+		return nil, fmt.Errorf("%w: a JWS compact token has 3 segments, got %d", ErrMalformed, strings.Count(raw, ".")+1)
+	}
+	claims := jwt.MapClaims{}
+	tok, parts, err := p.ParseUnverified(raw, claims)
+	if err != nil && !errors.Is(err, jwt.ErrTokenUnverifiable) {
+		// Unverifiable means an unknown alg, which the allowlist reports
+		// better; anything else is a decoding failure.
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if tok == nil || tok.Header == nil {
+		return nil, fmt.Errorf("%w: no header", ErrMalformed)
+	}
+	alg, _ := tok.Header["alg"].(string)
+	pt := &parsed{tok: tok, claims: claims, parts: parts, alg: alg}
+	if k, ok := tok.Header["kid"]; ok {
+		kid, isString := k.(string)
+		if !isString {
+			return nil, fmt.Errorf("%w: kid header is not a string", ErrMalformed)
+		}
+		pt.kid = kid
+	}
+	return pt, nil // an unknown alg is judged by the provider's allowlist
+}
+
+// Verify verifies a raw compact JWT.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
+	pt, err := parse(v.parser, raw)
+	if err != nil {
+		return nil, err
+	}
+	return v.verify(ctx, pt)
+}
+
+func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
+	if !slices.Contains(v.opts.Algorithms, pt.alg) || pt.tok.Method == nil {
+		return nil, fmt.Errorf("%w: alg %.32q is not in the allowlist %v", ErrAlgorithm, pt.alg, v.opts.Algorithms)
+	}
+	if crit, ok := pt.tok.Header["crit"]; ok {
+		// RFC 7515 §4.1.11: we understand no extension, so any crit refuses.
+		return nil, fmt.Errorf("%w: crit header %.64v names extensions this verifier does not understand", ErrMalformed, crit)
+	}
+	if err := v.validator.Validate(pt.claims); err != nil {
+		return nil, v.classifyClaims(pt.claims, err)
+	}
+	var buf [4]keys.Key
+	cands, gen, err := v.opts.Keys.Lookup(ctx, buf[:0], pt.kid, pt.alg)
+	if err != nil {
+		return nil, fmt.Errorf("kid %.64q, alg %s: %w", pt.kid, pt.alg, err)
+	}
+	signing := pt.tok.Raw[:len(pt.parts[0])+1+len(pt.parts[1])]
+	if !verifyAny(pt.tok.Method, signing, pt.tok.Signature, cands) {
+		return nil, fmt.Errorf("%w: no key of provider %q verifies it", ErrSignature, v.opts.Provider)
+	}
+
+	plain := map[string]any(pt.claims)
+	if v.opts.Schema != nil {
+		if err := v.opts.Schema.Validate(plain); err != nil {
+			return nil, err
+		}
+	}
+	username, err := v.username(pt.claims)
+	if err != nil {
+		return nil, err
+	}
+	exp, _ := pt.claims.GetExpirationTime()
+	sub, _ := pt.claims["sub"].(string)
+	return &Result{
+		Provider: v.opts.Provider,
+		Username: username,
+		Subject:  sub,
+		Claims:   plain,
+		Payload:  pt.parts[1],
+		Expiry:   exp.Time,
+		KID:      pt.kid,
+		KeyGen:   gen,
+	}, nil
+}
+
+func (v *Verifier) username(c jwt.MapClaims) (string, error) {
+	u, ok := Lookup(c, v.opts.UsernameClaim)
+	if !ok {
+		return "", fmt.Errorf("%w: %s: missing property (username_claim)", ErrMissingUsername, v.opts.UsernameClaim)
+	}
+	s, ok := u.(string)
+	if !ok || s == "" {
+		return "", fmt.Errorf("%w: %s: want a non-empty string (username_claim)", ErrMissingUsername, v.opts.UsernameClaim)
+	}
+	if len(s) > MaxUsername {
+		return "", fmt.Errorf("%w: %s: %d bytes, over the limit of %d (username_claim)", ErrMissingUsername, v.opts.UsernameClaim, len(s), MaxUsername)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "", fmt.Errorf("%w: %s: control character %U is not allowed in a username (username_claim)", ErrMissingUsername, v.opts.UsernameClaim, r)
+		}
+	}
+	return s, nil
+}
+
+func verifyAny(m jwt.SigningMethod, signing string, sig []byte, cands []keys.Key) bool {
+	for _, k := range cands {
+		if m.Verify(signing, sig, k.Public) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// classifyClaims maps golang-jwt's claim errors onto ours, with details
+// that say when.
+func (v *Verifier) classifyClaims(c jwt.MapClaims, err error) error {
+	at := func(get func() (*jwt.NumericDate, error)) string {
+		d, gerr := get()
+		if gerr != nil || d == nil {
+			return "?"
+		}
+		return d.UTC().Format(time.RFC3339)
+	}
+	leeway := fmt.Sprintf("now %s, leeway %v", v.opts.Now().UTC().Format(time.RFC3339), v.opts.Leeway)
+	switch {
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && strings.Contains(err.Error(), "exp"):
+		return fmt.Errorf("%w: the exp claim is required", ErrMalformed)
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return fmt.Errorf("%w at %s (%s)", ErrExpired, at(c.GetExpirationTime), leeway)
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return fmt.Errorf("%w: nbf is %s (%s)", ErrNotYetValid, at(c.GetNotBefore), leeway)
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return fmt.Errorf("%w: iat %s is in the future (%s)", ErrNotYetValid, at(c.GetIssuedAt), leeway)
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return fmt.Errorf("%w: want %q", ErrIssuer, v.opts.Issuer)
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return fmt.Errorf("%w: want one of %q", ErrAudience, v.opts.Audiences)
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		// A missing iss or aud when one is configured.
+		if strings.Contains(err.Error(), "aud") {
+			return fmt.Errorf("%w: the aud claim is required, want one of %q", ErrAudience, v.opts.Audiences)
+		}
+		return fmt.Errorf("%w: the iss claim is required, want %q", ErrIssuer, v.opts.Issuer)
+	}
+	return fmt.Errorf("%w: %v", ErrMalformed, err)
+}
+
+// Lookup returns the claim at a dotted path, e.g. "realm_access.roles".
+func Lookup(claims map[string]any, path string) (any, bool) {
+	var cur any = claims
+	for {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		head, rest, more := strings.Cut(path, ".")
+		if v, ok := m[path]; ok {
+			return v, true // a claim whose name itself contains dots
+		}
+		if cur, ok = m[head]; !ok || !more {
+			return cur, ok
+		}
+		path = rest
+	}
+}
+
+// Router sends each token to the provider whose issuer equals the token's
+// (unverified) iss, or to the one provider without an issuer.
+type Router struct {
+	byIssuer map[string]*Verifier
+	fallback *Verifier
+	parser   *jwt.Parser
+}
+
+// NewRouter returns a router over vs. At most one verifier may have no issuer.
+func NewRouter(vs []*Verifier) (*Router, error) {
+	r := &Router{byIssuer: make(map[string]*Verifier), parser: jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding())}
+	for _, v := range vs {
+		if v.opts.Issuer == "" {
+			if r.fallback != nil {
+				return nil, fmt.Errorf("providers %q and %q both have no issuer: tokens could not be routed", r.fallback.opts.Provider, v.opts.Provider)
+			}
+			r.fallback = v
+			continue
+		}
+		if prev, dup := r.byIssuer[v.opts.Issuer]; dup {
+			return nil, fmt.Errorf("providers %q and %q have the same issuer %q", prev.opts.Provider, v.opts.Provider, v.opts.Issuer)
+		}
+		r.byIssuer[v.opts.Issuer] = v
+	}
+	return r, nil
+}
+
+// Verify routes and verifies raw. On failure, provider names the provider
+// the token was routed to ("" when none).
+func (r *Router) Verify(ctx context.Context, raw string) (res *Result, provider string, err error) {
+	pt, err := parse(r.parser, raw)
+	if err != nil {
+		return nil, "", err
+	}
+	v := r.fallback
+	if iss, ok := pt.claims["iss"].(string); ok {
+		if byIss, ok := r.byIssuer[iss]; ok {
+			v = byIss
+		}
+	}
+	if v == nil {
+		iss, _ := pt.claims["iss"].(string)
+		return nil, "", fmt.Errorf("%w: no provider has issuer %.128q", ErrIssuer, iss)
+	}
+	res, err = v.verify(ctx, pt)
+	return res, v.opts.Provider, err
+}
+
+// MarshalClaims renders claims as compact JSON.
+func MarshalClaims(c map[string]any) []byte {
+	b, _ := json.Marshal(c)
+	return b
+}
