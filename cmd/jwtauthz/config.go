@@ -1,0 +1,354 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// config is the file of SPEC.md "Config file". Field tags are the keys.
+type config struct {
+	Listen               string                `yaml:"listen"`
+	HTTPListen           string                `yaml:"http_listen"`
+	Admin                adminConfig           `yaml:"admin"`
+	Store                storeConfig           `yaml:"store"`
+	Cache                cacheConfig           `yaml:"cache"`
+	Providers            []providerConfig      `yaml:"providers"`
+	IdentityHeaders      identityHeadersConfig `yaml:"identity_headers"`
+	ForwardAuthorization bool                  `yaml:"forward_authorization"`
+}
+
+type adminConfig struct {
+	Listen        string         `yaml:"listen"`
+	RequireClaims map[string]any `yaml:"require_claims"`
+}
+
+type storeConfig struct {
+	Path string `yaml:"path"`
+}
+
+type cacheConfig struct {
+	MaxEntries int `yaml:"max_entries"`
+}
+
+type providerConfig struct {
+	Name                string            `yaml:"name"`
+	Issuer              string            `yaml:"issuer"`
+	Audiences           []string          `yaml:"audiences"`
+	Algorithms          []string          `yaml:"algorithms"`
+	PEMFiles            []string          `yaml:"pem_files"`
+	HMACSecretFile      string            `yaml:"hmac_secret_file"`
+	JWKSFile            string            `yaml:"jwks_file"`
+	JWKSURL             string            `yaml:"jwks_url"`
+	JWKSRefreshInterval time.Duration     `yaml:"jwks_refresh_interval"`
+	Leeway              time.Duration     `yaml:"leeway"`
+	ClaimsSchema        string            `yaml:"claims_schema"`
+	UsernameClaim       string            `yaml:"username_claim"`
+	ClaimHeaders        map[string]string `yaml:"claim_headers"`
+}
+
+type identityHeadersConfig struct {
+	User        string `yaml:"user"`
+	UserID      string `yaml:"user_id"`
+	Provider    string `yaml:"provider"`
+	Payload     string `yaml:"payload"`
+	StripPrefix string `yaml:"strip_prefix"`
+}
+
+func defaultConfig() config {
+	return config{
+		Listen:     "127.0.0.1:9001",
+		HTTPListen: "127.0.0.1:9090",
+		Store:      storeConfig{Path: "jwtauthz.db"},
+		Cache:      cacheConfig{MaxEntries: 100000},
+		IdentityHeaders: identityHeadersConfig{
+			User:        "x-auth-user",
+			UserID:      "x-auth-user-id",
+			Provider:    "x-auth-provider",
+			StripPrefix: "x-auth-",
+		},
+		ForwardAuthorization: true,
+	}
+}
+
+func defaultProvider() providerConfig {
+	return providerConfig{
+		Name:                "default",
+		Algorithms:          []string{"RS512"},
+		JWKSRefreshInterval: time.Hour,
+		Leeway:              30 * time.Second,
+		UsernameClaim:       "username",
+	}
+}
+
+// UnmarshalYAML fills a provider's defaults before the file's keys.
+func (p *providerConfig) UnmarshalYAML(n *yaml.Node) error {
+	*p = defaultProvider()
+	type plain providerConfig
+	return n.Decode((*plain)(p))
+}
+
+// supportedAlgs is every algorithm jwtauthz verifies.
+var supportedAlgs = []string{
+	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
+}
+
+var (
+	providerNameRE = regexp.MustCompile(`^[a-z0-9-]+$`)
+	headerNameRE   = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
+)
+
+// loadConfig reads, decodes and validates the config file at path. Every
+// error names the file and the key.
+func loadConfig(path string) (*config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// parseConfig decodes and validates a config document.
+func parseConfig(data []byte) (*config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	if len(root.Content) == 0 {
+		return nil, errors.New("the file is empty: at least one provider is required")
+	}
+	if err := checkKeys(root.Content[0], reflect.TypeOf(cfg), ""); err != nil {
+		return nil, err
+	}
+	if err := root.Content[0].Decode(&cfg); err != nil {
+		return nil, explainDecode(err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// checkKeys walks the document beside the config type and refuses unknown
+// keys, naming their full path and line.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.AliasNode:
+		return checkKeys(n.Alias, t, path)
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fieldByTag(t, k.Value)
+			key := joinPath(path, k.Value)
+			if !ok {
+				return fmt.Errorf("line %d: unknown key %q", k.Line, key)
+			}
+			if err := checkKeys(v, f.Type, key); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, e := range n.Content {
+			if err := checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Slice:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+			return nil
+		}
+		want := "a mapping"
+		if t.Kind() == reflect.Slice {
+			want = "a list"
+		}
+		return fmt.Errorf("line %d: %s must be %s", n.Line, orRoot(path), want)
+	}
+	return nil
+}
+
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if strings.Split(f.Tag.Get("yaml"), ",")[0] == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func orRoot(path string) string {
+	if path == "" {
+		return "the document"
+	}
+	return path
+}
+
+// explainDecode rewrites yaml's type errors ("cannot unmarshal !!str `x`
+// into time.Duration") to say what the key wants.
+func explainDecode(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		m = strings.Replace(m, "into time.Duration", "into a duration (e.g. 30s, 1h)", 1)
+		msgs = append(msgs, m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func (c *config) validate() error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if err := checkAddr(c.Listen, false); err != nil {
+		add("listen", "%v", err)
+	}
+	if err := checkAddr(c.HTTPListen, true); err != nil {
+		add("http_listen", "%v", err)
+	}
+	if err := checkAddr(c.Admin.Listen, true); err != nil {
+		add("admin.listen", "%v", err)
+	}
+	if c.Store.Path == "" {
+		add("store.path", "must name the bbolt file")
+	}
+	if c.Cache.MaxEntries < 0 {
+		add("cache.max_entries", "must be 0 (disabled) or more, got %d", c.Cache.MaxEntries)
+	}
+	for name, v := range map[string]string{
+		"identity_headers.user": c.IdentityHeaders.User, "identity_headers.user_id": c.IdentityHeaders.UserID,
+		"identity_headers.provider": c.IdentityHeaders.Provider, "identity_headers.payload": c.IdentityHeaders.Payload,
+	} {
+		if v != "" && !headerNameRE.MatchString(v) {
+			add(name, "%q is not a lowercase HTTP header name", v)
+		}
+	}
+	if p := c.IdentityHeaders.StripPrefix; p != "" && !headerNameRE.MatchString(p) {
+		add("identity_headers.strip_prefix", "%q is not a lowercase header name prefix", p)
+	}
+	if len(c.Providers) == 0 {
+		add("providers", "at least one provider is required")
+	}
+	seen := map[string]bool{}
+	noIssuer := 0
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		key := fmt.Sprintf("providers[%d]", i)
+		if seen[p.Name] {
+			add(key+".name", "%q is used by another provider; names must be unique", p.Name)
+		}
+		seen[p.Name] = true
+		if p.Issuer == "" {
+			noIssuer++
+		}
+		errs = append(errs, p.validate(key)...)
+	}
+	if noIssuer > 1 {
+		add("providers", "%d providers have no issuer; at most one may, since tokens are routed by issuer", noIssuer)
+	}
+	return errors.Join(errs...)
+}
+
+// validate checks one provider's settings. Its files are read when the
+// provider is built (buildProviders), with errors named the same way.
+func (p *providerConfig) validate(key string) []error {
+	var errs []error
+	add := func(k, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+	}
+	if !providerNameRE.MatchString(p.Name) {
+		add("name", "%q must match [a-z0-9-]+", p.Name)
+	}
+	if len(p.Algorithms) == 0 {
+		add("algorithms", "an allowlist of at least one algorithm is required")
+	}
+	hasHS, hasAsym := false, false
+	for _, a := range p.Algorithms {
+		switch {
+		case strings.EqualFold(a, "none"):
+			add("algorithms", `"none" is never allowed: unsigned tokens would be accepted`)
+		case !slices.Contains(supportedAlgs, a):
+			add("algorithms", "unknown algorithm %q (supported: %s)", a, strings.Join(supportedAlgs, ", "))
+		case strings.HasPrefix(a, "HS"):
+			hasHS = true
+		default:
+			hasAsym = true
+		}
+	}
+	if hasHS && p.HMACSecretFile == "" {
+		add("algorithms", "HS256/384/512 need hmac_secret_file")
+	}
+	if p.HMACSecretFile != "" && !hasHS {
+		add("hmac_secret_file", "is set but algorithms allows no HS256/384/512")
+	}
+	if len(p.PEMFiles) == 0 && p.JWKSFile == "" && p.JWKSURL == "" && p.HMACSecretFile == "" {
+		add("pem_files", "a provider needs keys: set pem_files, jwks_file, jwks_url or hmac_secret_file")
+	}
+	if (len(p.PEMFiles) > 0 || p.JWKSFile != "" || p.JWKSURL != "") && !hasAsym {
+		add("algorithms", "public keys are configured but no RS/PS/ES/EdDSA algorithm is allowed")
+	}
+	if p.JWKSURL != "" {
+		if !strings.HasPrefix(p.JWKSURL, "https://") && !strings.HasPrefix(p.JWKSURL, "http://") {
+			add("jwks_url", "%q must be an http(s) URL", p.JWKSURL)
+		}
+		if p.JWKSRefreshInterval < time.Second {
+			add("jwks_refresh_interval", "must be at least 1s, got %v", p.JWKSRefreshInterval)
+		}
+	}
+	if p.Leeway < 0 || p.Leeway > 5*time.Minute {
+		add("leeway", "must be between 0s and 5m, got %v", p.Leeway)
+	}
+	if p.UsernameClaim == "" {
+		add("username_claim", "must name a claim")
+	}
+	for h, c := range p.ClaimHeaders {
+		if !headerNameRE.MatchString(h) {
+			add("claim_headers", "%q is not a lowercase HTTP header name", h)
+		}
+		if c == "" {
+			add("claim_headers."+h, "must name a claim path")
+		}
+	}
+	return errs
+}
+
+// checkAddr checks a host:port listen address; "" is allowed when optional.
+func checkAddr(addr string, optional bool) error {
+	if addr == "" {
+		if optional {
+			return nil
+		}
+		return errors.New("must be a host:port address")
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q is not a host:port address: %v", addr, err)
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// mintOptions says what mintToken puts in a token besides the username.
+type mintOptions struct {
+	Alg, KID, Issuer string
+	Audience         []string
+	TTL              time.Duration
+	Claims           map[string]any // extra claims, override the defaults
+	Now              time.Time
+}
+
+// runMint prints a signed JWT for tests and demos.
+func runMint(_ context.Context, env *cliEnv, args []string) error {
+	return mintCommand(env, args, time.Now)
+}
+
+// mintCommand is runMint with the clock injected.
+func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
+	fs := newFlagSet(env, "mint", "--key FILE [flags] USERNAME")
+	keyPath := fs.String("key", "", "PEM private key (PKCS#8, PKCS#1 or SEC 1), or with --alg HS* a file whose bytes are the shared secret")
+	alg := fs.String("alg", "", "signing algorithm (default from the key: RS256, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
+	kid := fs.String("kid", "", `kid header (default: the key's RFC 7638 thumbprint, as in keygen's jwks.json; "" omits it)`)
+	iss := fs.String("iss", "", "iss claim")
+	var aud, claims stringList
+	fs.Var(&aud, "aud", "aud claim; repeat for several (then aud is an array)")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime: exp = iat + ttl (negative gives an already-expired token)")
+	fs.Var(&claims, "claim", "extra claim k=v, repeatable; v is parsed as JSON when it is valid JSON, else taken as a string; overrides the defaults")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return &exitError{code: 2, err: fmt.Errorf("mint: want exactly one USERNAME after the flags, got %q", fs.Args())}
+	}
+	if *keyPath == "" {
+		return &exitError{code: 2, err: errors.New("mint: --key is required")}
+	}
+	extra, err := parseClaimFlags(claims)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	omitKID := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "kid" && *kid == "" {
+			omitKID = true
+		}
+	})
+
+	var key any
+	if isHMACAlg(*alg) {
+		secret, err := loadHMACSecret(*keyPath)
+		if err != nil {
+			return err
+		}
+		if n := hmacMinBytes(*alg); len(secret) < n {
+			fmt.Fprintf(env.stderr, "jwtauthz: warning: a %d-byte secret is shorter than the %d bytes RFC 7518 asks for %s\n", len(secret), n, *alg)
+		}
+		key = secret
+	} else {
+		if key, err = loadPrivateKey(*keyPath); err != nil {
+			if errors.Is(err, errNoPrivateKeyPEM) {
+				return fmt.Errorf("%w (for a shared-secret file, give --alg %s)", err, strings.Join(hmacAlgs, "/"))
+			}
+			return err
+		}
+	}
+
+	token, err := signToken(key, fs.Arg(0), mintOptions{
+		Alg:      *alg,
+		KID:      *kid,
+		Issuer:   *iss,
+		Audience: aud,
+		TTL:      *ttl,
+		Claims:   extra,
+		Now:      now(),
+	}, omitKID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, token)
+	return nil
+}
+
+// parseClaimFlags turns --claim k=v values into claims. v is decoded as JSON
+// when it is exactly one valid JSON value (numbers stay exact), else it is
+// the string itself, so --claim role=admin needs no quoting.
+func parseClaimFlags(kvs []string) (map[string]any, error) {
+	claims := make(map[string]any, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("mint: --claim %q: want key=value", kv)
+		}
+		claims[k] = parseClaimValue(v)
+	}
+	return claims, nil
+}
+
+func parseClaimValue(v string) any {
+	dec := json.NewDecoder(strings.NewReader(v))
+	dec.UseNumber()
+	var parsed any
+	if err := dec.Decode(&parsed); err != nil {
+		return v
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return v // trailing data: "1 2", "{} x"
+	}
+	return parsed
+}
+
+// loadHMACSecret reads a shared-secret file. Its raw bytes are the secret, as
+// a provider's hmac_secret_file is read; a PEM private key there is a mistake.
+func loadHMACSecret(path string) ([]byte, error) {
+	secret, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read secret: %w", err)
+	}
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("secret file %s is empty", path)
+	}
+	if bytes.Contains(secret, []byte("-----BEGIN ")) && bytes.Contains(secret, []byte("PRIVATE KEY-----")) {
+		return nil, fmt.Errorf("%s is a private key; HS* algorithms take a shared-secret file", path)
+	}
+	return secret, nil
+}
+
+// hmacMinBytes is the shortest key RFC 7518 section 3.2 allows for alg.
+func hmacMinBytes(alg string) int {
+	switch alg {
+	case "HS384":
+		return 48
+	case "HS512":
+		return 64
+	}
+	return 32
+}
+
+// mintToken returns a compact JWT for username signed with key: a
+// crypto.Signer private key, or the shared secret as []byte for HS*. It holds
+// username and sub (both username), iat (o.Now, or the current time when
+// zero), exp (iat + o.TTL), iss and aud when set (aud is a string for one
+// audience, an array for several), then o.Claims, which override all of
+// these. An empty o.Alg is chosen from the key; an empty o.KID means the RFC
+// 7638 thumbprint of the public key, as keygen writes in jwks.json (no kid
+// for a shared secret, whose thumbprint would publish a hash of it).
+func mintToken(key any, username string, o mintOptions) (string, error) {
+	return signToken(key, username, o, false)
+}
+
+// signToken is mintToken that can also leave out the kid header.
+func signToken(key any, username string, o mintOptions, omitKID bool) (string, error) {
+	if username == "" {
+		return "", errors.New("mint: empty username")
+	}
+	alg, kid := o.Alg, o.KID
+	if alg != "" && !isHMACAlg(alg) && !slices.Contains(asymmetricAlgs, alg) {
+		return "", fmt.Errorf("unknown algorithm %q (valid: %s, %s)", alg, strings.Join(asymmetricAlgs, ", "), strings.Join(hmacAlgs, ", "))
+	}
+	var signingKey any
+	switch k := key.(type) {
+	case []byte:
+		if alg == "" {
+			return "", fmt.Errorf("a shared secret needs an explicit algorithm (%s)", strings.Join(hmacAlgs, ", "))
+		}
+		if !isHMACAlg(alg) {
+			return "", fmt.Errorf("algorithm %s does not fit a shared secret (use %s)", alg, strings.Join(hmacAlgs, ", "))
+		}
+		if len(k) == 0 {
+			return "", errors.New("empty shared secret")
+		}
+		signingKey = k
+	case crypto.Signer:
+		if alg == "" {
+			var err error
+			if alg, err = defaultAlg(k); err != nil {
+				return "", err
+			}
+		}
+		if err := checkAlgFitsKey(alg, k); err != nil {
+			return "", err
+		}
+		if kid == "" && !omitKID {
+			var err error
+			if kid, err = thumbprint(k.Public()); err != nil {
+				return "", err
+			}
+		}
+		signingKey = k
+	default:
+		return "", fmt.Errorf("unsupported signing key type %T", key)
+	}
+	method := jwt.GetSigningMethod(alg)
+	if method == nil {
+		return "", fmt.Errorf("unknown algorithm %q", alg)
+	}
+
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	claims := jwt.MapClaims{
+		"username": username,
+		"sub":      username,
+		"iat":      now.Unix(),
+		"exp":      now.Add(o.TTL).Unix(),
+	}
+	if o.Issuer != "" {
+		claims["iss"] = o.Issuer
+	}
+	switch len(o.Audience) {
+	case 0:
+	case 1:
+		claims["aud"] = o.Audience[0]
+	default:
+		claims["aud"] = append([]string(nil), o.Audience...)
+	}
+	for k, v := range o.Claims {
+		claims[k] = v
+	}
+
+	t := jwt.NewWithClaims(method, claims)
+	if kid != "" {
+		t.Header["kid"] = kid
+	}
+	signed, err := t.SignedString(signingKey)
+	if err != nil {
+		return "", fmt.Errorf("sign %s token: %w", alg, err)
+	}
+	return signed, nil
+}

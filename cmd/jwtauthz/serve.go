@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/jwtauthz/jwtauthz/authz"
+	"github.com/jwtauthz/jwtauthz/store"
+)
+
+// authzService is the health service name Envoy's gRPC health check of the
+// cluster asks for.
+const authzService = "envoy.service.auth.v3.Authorization"
+
+func runServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlagSet(env, "serve", "--config FILE [flags]")
+	cfgPath := fs.String("config", "", "config file (default $JWTAUTHZ_CONFIG)")
+	listen := fs.String("listen", "", "gRPC listen address (overrides listen)")
+	httpListen := fs.String("http-listen", "", `HTTP listen address for /metrics /healthz /readyz (overrides http_listen; "off" disables)`)
+	db := fs.String("db", "", "bbolt file (overrides store.path)")
+	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to report NOT_SERVING before stopping, so load balancers move away")
+	logFormat := fs.String("log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))}
+	}
+	logger, err := newLogger(env.stderr, *logFormat, *logLevel)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	cfg, err := loadConfigFlag(env, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	if *httpListen == "off" {
+		cfg.HTTPListen = ""
+	} else if *httpListen != "" {
+		cfg.HTTPListen = *httpListen
+	}
+	if *db != "" {
+		cfg.Store.Path = *db
+	}
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("config after flags: %w", err)
+	}
+
+	svc, err := startService(ctx, cfg, serviceOptions{logger: logger})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down", "drain", *drain)
+	return svc.shutdown(*drain)
+}
+
+// loadConfigFlag loads the file named by --config, or by JWTAUTHZ_CONFIG.
+func loadConfigFlag(env *cliEnv, path string) (*config, error) {
+	if path == "" {
+		path = env.getenv("JWTAUTHZ_CONFIG")
+	}
+	if path == "" {
+		return nil, &exitError{code: 2, err: errors.New("no config file: pass --config FILE or set JWTAUTHZ_CONFIG")}
+	}
+	return loadConfig(path)
+}
+
+// newLogger builds the process's logger: JSON unless stderr is a terminal.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "auto":
+		if isTerminal(w) {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not auto, json or text", format)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+type serviceOptions struct {
+	logger     *slog.Logger
+	now        func() time.Time // default time.Now
+	httpClient *http.Client     // for JWKS fetches; default one with a timeout
+}
+
+// service is a running jwtauthz: store, providers, gRPC and HTTP servers.
+type service struct {
+	cfg      *config
+	logger   *slog.Logger
+	store    *store.DB
+	provs    *providers
+	grpc     *grpc.Server
+	health   *health.Server
+	http     *http.Server
+	grpcAddr net.Addr
+	httpAddr net.Addr // nil when disabled
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when the gRPC server has stopped
+}
+
+// startService opens the store, builds the providers and starts listening.
+// It returns once the listeners are bound; health turns SERVING when every
+// provider has a key.
+func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *service, err error) {
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := authz.NewMetrics(reg)
+
+	provs, err := buildProviders(cfg, buildOptions{now: o.now, logger: o.logger, metrics: metrics, httpClient: o.httpClient})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	db, err := store.Open(store.Options{Path: cfg.Store.Path, Logger: o.logger})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen (gRPC) %s: %w", cfg.Listen, err)
+	}
+	var httpLis net.Listener
+	if cfg.HTTPListen != "" {
+		if httpLis, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("http_listen %s: %w", cfg.HTTPListen, err)
+		}
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	svc = &service{
+		cfg:      cfg,
+		logger:   o.logger,
+		store:    db,
+		provs:    provs,
+		grpc:     grpc.NewServer(),
+		health:   health.NewServer(),
+		grpcAddr: lis.Addr(),
+		cancel:   cancel,
+		done:     make(chan struct{}),
+	}
+	ih := cfg.IdentityHeaders
+	authv3.RegisterAuthorizationServer(svc.grpc, authz.New(authz.Options{
+		Verifier: provs.router,
+		Users:    db,
+		Headers: authz.IdentityHeaders{
+			User: ih.User, UserID: ih.UserID, Provider: ih.Provider, Payload: ih.Payload, StripPrefix: ih.StripPrefix,
+		},
+		ClaimHeaders:         provs.claimHeaders,
+		ForwardAuthorization: cfg.ForwardAuthorization,
+		Now:                  o.now,
+		Logger:               o.logger,
+		Metrics:              metrics,
+	}))
+	healthpb.RegisterHealthServer(svc.grpc, svc.health)
+	reflection.Register(svc.grpc)
+	svc.setServing(false)
+
+	provs.runRemotes(runCtx)
+	go svc.watchReady(runCtx)
+	go func() {
+		defer close(svc.done)
+		if err := svc.grpc.Serve(lis); err != nil {
+			o.logger.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	if httpLis != nil {
+		svc.httpAddr = httpLis.Addr()
+		svc.http = &http.Server{Handler: svc.httpHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := svc.http.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				o.logger.Error("HTTP server stopped", "err", err)
+			}
+		}()
+	}
+	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr),
+		"store", cfg.Store.Path, "providers", len(cfg.Providers))
+	return svc, nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// watchReady turns health SERVING once every provider has a key; keys are
+// never dropped afterwards (a failed refresh keeps the last good ones).
+func (s *service) watchReady(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if s.provs.ready() {
+			s.setServing(true)
+			s.logger.Info("ready: every provider has keys")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *service) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(authzService, st)
+}
+
+func (s *service) serving() bool {
+	resp, err := s.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authzService})
+	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+}
+
+func (s *service) httpHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.serving() {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+// shutdown reports NOT_SERVING, keeps answering for the drain period so
+// Envoy and Kubernetes stop sending, stops gracefully, then flushes and
+// closes the store.
+func (s *service) shutdown(drain time.Duration) error {
+	s.health.Shutdown() // every service NOT_SERVING, and it stays so
+	if drain > 0 {
+		time.Sleep(drain)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		s.logger.Warn("graceful stop timed out; closing open connections")
+		s.grpc.Stop()
+	}
+	<-s.done
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+	}
+	s.cancel()
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	s.logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/jwtauthz/jwtauthz/store"
+)
+
+// TestMain lets a test run this binary's main as a child process, so SIGTERM
+// handling is tested on a real process.
+func TestMain(m *testing.M) {
+	if os.Getenv("JWTAUTHZ_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// testSetup writes a key pair and a config into a temp dir.
+type testSetup struct {
+	dir, cfgPath, dbPath string
+	key                  any
+}
+
+func newTestSetup(t *testing.T) *testSetup {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := generateKey("ES256", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
+		t.Fatal(err)
+	}
+	s := &testSetup{dir: dir, cfgPath: filepath.Join(dir, "jwtauthz.yaml"), dbPath: filepath.Join(dir, "users.db"), key: key}
+	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n  - algorithms: [ES256]\n    pem_files: [%s]\n",
+		s.dbPath, filepath.Join(dir, "keys", "public.pem"))
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *testSetup) mint(t *testing.T, user string, ttl time.Duration) string {
+	t.Helper()
+	tok, err := mintToken(s.key, user, mintOptions{TTL: ttl, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// syncBuffer is a log sink a test can read while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// listening waits for serve's start-up log line and returns its addresses.
+func listening(t *testing.T, logs interface{ String() string }) (grpcAddr, httpAddr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var rec struct {
+				Msg  string `json:"msg"`
+				GRPC string `json:"grpc"`
+				HTTP string `json:"http"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "jwtauthz serving" {
+				return rec.GRPC, rec.HTTP
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("serve did not start; logs:\n%s", logs.String())
+	return "", ""
+}
+
+func healthStatus(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN
+	}
+	return resp.GetStatus()
+}
+
+func waitHealth(t *testing.T, addr string, want healthpb.HealthCheckResponse_ServingStatus) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if healthStatus(t, addr, "") == want && healthStatus(t, addr, authzService) == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("health never became %v", want)
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	s := newTestSetup(t)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--drain", "300ms", "--log-format", "json"},
+			func(k string) string {
+				if k == "JWTAUTHZ_CONFIG" {
+					return s.cfgPath
+				}
+				return ""
+			}, strings.NewReader(""), io.Discard, logs)
+	}()
+	grpcAddr, httpAddr := listening(t, logs)
+	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
+
+	if code, body := httpGet(t, "http://"+httpAddr+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+httpAddr+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d, want 200", code)
+	}
+
+	tok := s.mint(t, "alice", time.Hour)
+	for range 2 {
+		out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok)
+		if code != 0 || !strings.Contains(out, "x-auth-user: alice") {
+			t.Fatalf("check: exit %d, output:\n%s", code, out)
+		}
+	}
+	if out, _, code := runForTest(t, "check", "--addr", grpcAddr); code != 1 || !strings.Contains(out, "missing_token") {
+		t.Errorf("check without token: exit %d, output:\n%s", code, out)
+	}
+	_, metrics := httpGet(t, "http://"+httpAddr+"/metrics")
+	for _, want := range []string{
+		`jwtauthz_checks_total{decision="allow",provider="default",reason="ok"} 2`,
+		`jwtauthz_checks_total{decision="deny",provider="none",reason="missing_token"} 1`,
+		`jwtauthz_users_created_total 1`,
+		`jwtauthz_check_duration_seconds_count 3`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(logs.String(), tok) || strings.Contains(logs.String(), strings.Split(tok, ".")[2]) {
+		t.Error("a token appears in the logs")
+	}
+
+	// SIGTERM (main's NotifyContext cancels the context): NOT_SERVING first,
+	// still answering during the drain, then a clean exit.
+	cancel()
+	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_NOT_SERVING)
+	if code, _ := httpGet(t, "http://"+httpAddr+"/readyz"); code != 503 {
+		t.Errorf("/readyz while draining = %d, want 503", code)
+	}
+	if out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok); code != 0 {
+		t.Errorf("check during drain: exit %d\n%s", code, out)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	db, err := store.Open(store.Options{Path: s.dbPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u, err := db.User(context.Background(), "default", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.GetLoginCount() != 3 {
+		t.Errorf("login_count on disk = %d, want 3", u.GetLoginCount())
+	}
+}
+
+// TestServeSIGTERMFlushes runs serve as a real child process, sends SIGTERM
+// right after a burst of logins, and checks the write-behind state reached
+// the file and the process exited 0.
+func TestServeSIGTERMFlushes(t *testing.T) {
+	s := newTestSetup(t)
+	logs := &syncBuffer{}
+	cmd := exec.Command(os.Args[0], "serve", "--config", s.cfgPath, "--drain", "0", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "JWTAUTHZ_TEST_MAIN=1")
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	grpcAddr, _ := listening(t, logs)
+	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
+	tok := s.mint(t, "bob", time.Hour)
+	const logins = 25
+	for range logins {
+		if out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok); code != 0 {
+			t.Fatalf("check: exit %d\n%s", code, out)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v, want status 0; logs:\n%s", err, logs.String())
+	}
+	db, err := store.Open(store.Options{Path: s.dbPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u, err := db.User(context.Background(), "default", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.GetLoginCount() != logins {
+		t.Errorf("login_count on disk = %d, want %d: pending writes were not flushed", u.GetLoginCount(), logins)
+	}
+}
+
+func TestServeSecondProcessGetsClearError(t *testing.T) {
+	s := newTestSetup(t)
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", s.cfgPath, "--drain", "0", "--log-format", "json"},
+			func(string) string { return "" }, strings.NewReader(""), io.Discard, logs)
+	}()
+	listening(t, logs)
+	defer func() { cancel(); <-done }()
+
+	start := time.Now()
+	_, stderr, code := runForTest(t, "serve", "--config", s.cfgPath, "--drain", "0")
+	if code == 0 || !strings.Contains(stderr, s.dbPath) || !strings.Contains(stderr, "another jwtauthz process") {
+		t.Errorf("second serve: exit %d, stderr %q; want a non-zero exit naming the file and the cause", code, stderr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("second serve took %v to fail", d)
+	}
+}
+
+func TestServeBadConfigExitsNonZero(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(path, []byte("providers:\n  - name: a\n    algoritms: [RS512]\n"), 0o600)
+	_, stderr, code := runForTest(t, "serve", "--config", path)
+	if code == 0 || !strings.Contains(stderr, `unknown key "providers[0].algoritms"`) || !strings.Contains(stderr, path) {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runForTest(t, "serve")
+	if code != 2 || !strings.Contains(stderr, "JWTAUTHZ_CONFIG") {
+		t.Errorf("no config: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runForTest(t, "serve", "--bogus")
+	if code != 2 || !strings.Contains(stderr, "bogus") {
+		t.Errorf("bad flag: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestVerify(t *testing.T) {
+	s := newTestSetup(t)
+	issued := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tok, err := mintToken(s.key, "carol", mintOptions{TTL: time.Hour, Now: issued})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     []string
+	}{
+		{"valid as of --at (RFC 3339)", []string{"--at", "2026-01-01T12:30:00Z", tok}, 0, []string{"valid", "provider: default", "user:     carol", `"username": "carol"`}},
+		{"valid as of --at (Unix seconds)", []string{"--at", fmt.Sprint(issued.Add(time.Minute).Unix()), tok}, 0, []string{"valid"}},
+		{"expired now", []string{tok}, 1, []string{"invalid", "reason:   expired", "provider: default"}},
+		{"within leeway", []string{"--at", "2026-01-01T13:00:20Z", tok}, 0, []string{"valid"}},
+		{"past leeway", []string{"--at", "2026-01-01T13:00:31Z", tok}, 1, []string{"reason:   expired"}},
+		{"before iat", []string{"--at", "2026-01-01T11:00:00Z", tok}, 1, []string{"reason:   not_yet_valid"}},
+		{"tampered", []string{"--at", "2026-01-01T12:30:00Z", tok[:len(tok)-4] + "AAAA"}, 1, []string{"reason:   invalid_signature"}},
+		{"bad --at", []string{"--at", "yesterday", tok}, 2, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := runForTest(t, append([]string{"verify", "--config", s.cfgPath}, tc.args...)...)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.wantCode, out, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	// The token can also come on stdin, with its Bearer prefix.
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"verify", "--config", s.cfgPath, "--at", "2026-01-01T12:30:00Z"},
+		func(string) string { return "" }, strings.NewReader("Bearer "+tok+"\n"), &out, &errOut)
+	if err != nil || !strings.HasPrefix(out.String(), "valid\n") {
+		t.Errorf("stdin: err %v, out %q, stderr %q", err, out.String(), errOut.String())
+	}
+}
+
+func TestDemo(t *testing.T) {
+	out, stderr, code := runForTest(t, "demo")
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{
+		"decision: allow", "set header:  x-auth-user: alice", "remove header: x-auth-role",
+		`"error":"expired"`, `"error":"invalid_signature"`, "Invalid JWT schema: username", `"error":"missing_token"`,
+		"alice", "bob",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo transcript lacks %q", want)
+		}
+	}
+}

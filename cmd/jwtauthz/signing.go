@@ -1,0 +1,380 @@
+package main
+
+// Key helpers shared by keygen, mint and demo: generating and loading
+// private keys, matching them to JWS algorithms, RFC 7638 thumbprints and
+// the files keygen writes.
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Names of the files keygen writes into its output directory.
+const (
+	privateKeyFile = "private.pem"
+	publicKeyFile  = "public.pem"
+	jwksFile       = "jwks.json"
+)
+
+// RSA modulus sizes: RFC 7518 section 3.3 requires at least 2048 bits; the
+// upper bound only catches typos that would take minutes to generate.
+const (
+	minRSABits = 2048
+	maxRSABits = 16384
+)
+
+// asymmetricAlgs lists the JWS algorithms keygen can make keys for, in the
+// order they are shown to users.
+var asymmetricAlgs = []string{
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+	"EdDSA",
+}
+
+// hmacAlgs are the symmetric algorithms mint signs with a shared secret.
+var hmacAlgs = []string{"HS256", "HS384", "HS512"}
+
+func isHMACAlg(alg string) bool { return slices.Contains(hmacAlgs, alg) }
+
+// defaultRSABits is the modulus size keygen uses when --bits is not given:
+// the strength grows with the hash, as most identity providers do.
+var defaultRSABits = map[string]int{
+	"RS256": 2048, "PS256": 2048,
+	"RS384": 3072, "PS384": 3072,
+	"RS512": 4096, "PS512": 4096,
+}
+
+// ecCurves maps each ECDSA algorithm to the one curve RFC 7518 allows it.
+var ecCurves = map[string]elliptic.Curve{
+	"ES256": elliptic.P256(),
+	"ES384": elliptic.P384(),
+	"ES512": elliptic.P521(),
+}
+
+// errUnknownAlg is returned for an algorithm keygen or mint does not know.
+func errUnknownAlg(alg string) error {
+	return fmt.Errorf("unknown algorithm %q (valid: %s)", alg, strings.Join(asymmetricAlgs, ", "))
+}
+
+// generateKey returns a fresh private key for alg. rsaBits overrides the
+// modulus size for RS* and PS*; 0 means the default for alg, and it must be 0
+// for other algorithms.
+func generateKey(alg string, rsaBits int) (crypto.Signer, error) {
+	if def, ok := defaultRSABits[alg]; ok {
+		if rsaBits == 0 {
+			rsaBits = def
+		}
+		if rsaBits < minRSABits || rsaBits > maxRSABits {
+			return nil, fmt.Errorf("RSA key size %d bits: want %d to %d", rsaBits, minRSABits, maxRSABits)
+		}
+		return rsa.GenerateKey(rand.Reader, rsaBits)
+	}
+	if rsaBits != 0 {
+		if _, ok := ecCurves[alg]; ok || alg == "EdDSA" {
+			return nil, fmt.Errorf("a key size applies only to RSA algorithms, not %s", alg)
+		}
+	}
+	if curve, ok := ecCurves[alg]; ok {
+		return ecdsa.GenerateKey(curve, rand.Reader)
+	}
+	if alg == "EdDSA" {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		return priv, err
+	}
+	return nil, errUnknownAlg(alg)
+}
+
+// defaultAlg is the algorithm a key signs with when none is asked for.
+func defaultAlg(key crypto.Signer) (string, error) {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return "RS256", nil
+	case *ecdsa.PrivateKey:
+		for _, alg := range []string{"ES256", "ES384", "ES512"} {
+			if ecCurves[alg] == k.Curve {
+				return alg, nil
+			}
+		}
+		return "", fmt.Errorf("EC key on curve %s: no JWS algorithm uses it", k.Curve.Params().Name)
+	case ed25519.PrivateKey:
+		return "EdDSA", nil
+	}
+	return "", fmt.Errorf("unsupported key type %T", key)
+}
+
+// describeKey names a key for error messages, e.g. "RSA 2048-bit key".
+func describeKey(key crypto.Signer) string {
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return fmt.Sprintf("RSA %d-bit key", k.N.BitLen())
+	case *ecdsa.PrivateKey:
+		return fmt.Sprintf("EC %s key", k.Curve.Params().Name)
+	case ed25519.PrivateKey:
+		return "Ed25519 key"
+	}
+	return fmt.Sprintf("%T key", key)
+}
+
+// checkAlgFitsKey reports whether key can sign with the asymmetric alg.
+func checkAlgFitsKey(alg string, key crypto.Signer) error {
+	fits := false
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		_, fits = defaultRSABits[alg]
+	case *ecdsa.PrivateKey:
+		fits = ecCurves[alg] != nil && ecCurves[alg] == k.Curve
+	case ed25519.PrivateKey:
+		fits = alg == "EdDSA"
+	default:
+		return fmt.Errorf("unsupported key type %T", key)
+	}
+	if fits {
+		return nil
+	}
+	if isHMACAlg(alg) {
+		return fmt.Errorf("algorithm %s takes a shared secret, not an %s", alg, describeKey(key))
+	}
+	if _, rsaAlg := defaultRSABits[alg]; !rsaAlg && ecCurves[alg] == nil && alg != "EdDSA" {
+		return errUnknownAlg(alg)
+	}
+	return fmt.Errorf("algorithm %s does not fit an %s", alg, describeKey(key))
+}
+
+// errNoPrivateKeyPEM means a file holds no PEM private key block at all.
+var errNoPrivateKeyPEM = errors.New("no PEM private key found")
+
+// loadPrivateKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"), PKCS#1
+// ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"). Other blocks before the
+// key, such as the "EC PARAMETERS" openssl writes, are skipped.
+func loadPrivateKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read private key: %w", err)
+	}
+	key, err := parsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("private key %s: %w", path, err)
+	}
+	return key, nil
+}
+
+func parsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, errNoPrivateKeyPEM
+		}
+		if _, encrypted := block.Headers["Proc-Type"]; encrypted || block.Type == "ENCRYPTED PRIVATE KEY" {
+			return nil, errors.New("encrypted private keys are not supported; decrypt it first (openssl pkey)")
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", block.Type, err)
+		}
+		switch k := key.(type) {
+		case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
+			return k.(crypto.Signer), nil
+		}
+		return nil, fmt.Errorf("unsupported private key type %T (want RSA, EC or Ed25519)", key)
+	}
+}
+
+// jwkJSON is the public half of a key as a JSON Web Key (RFC 7517, 7518, 8037).
+// Field order is the order written to jwks.json.
+type jwkJSON struct {
+	KTY string `json:"kty"`
+	KID string `json:"kid,omitempty"`
+	Use string `json:"use,omitempty"`
+	Alg string `json:"alg,omitempty"`
+	CRV string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+}
+
+// publicJWK returns the public parameters of pub; kid, use and alg are left
+// to the caller. A private key is accepted for its public half.
+func publicJWK(pub crypto.PublicKey) (jwkJSON, error) {
+	if s, ok := pub.(crypto.Signer); ok {
+		pub = s.Public()
+	}
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		e := big.NewInt(int64(k.E))
+		return jwkJSON{KTY: "RSA", N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()), E: base64.RawURLEncoding.EncodeToString(e.Bytes())}, nil
+	case *ecdsa.PublicKey:
+		// Uncompressed SEC 1 point: 0x04 || X || Y, each coordinate already
+		// left-padded to the curve size as RFC 7518 section 6.2.1.2 wants.
+		point, err := k.Bytes()
+		if err != nil {
+			return jwkJSON{}, fmt.Errorf("encode EC public key: %w", err)
+		}
+		size := (len(point) - 1) / 2
+		return jwkJSON{
+			KTY: "EC",
+			CRV: k.Curve.Params().Name,
+			X:   base64.RawURLEncoding.EncodeToString(point[1 : 1+size]),
+			Y:   base64.RawURLEncoding.EncodeToString(point[1+size:]),
+		}, nil
+	case ed25519.PublicKey:
+		return jwkJSON{KTY: "OKP", CRV: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k)}, nil
+	}
+	return jwkJSON{}, fmt.Errorf("unsupported public key type %T", pub)
+}
+
+// thumbprint returns the RFC 7638 JWK thumbprint of pub: base64url (no
+// padding) of the SHA-256 of the required members in lexicographic order.
+func thumbprint(pub crypto.PublicKey) (string, error) {
+	j, err := publicJWK(pub)
+	if err != nil {
+		return "", err
+	}
+	// The values are base64url or fixed names, so no JSON escaping is needed
+	// and the canonical form can be written directly.
+	var canonical string
+	switch j.KTY {
+	case "RSA":
+		canonical = `{"e":"` + j.E + `","kty":"RSA","n":"` + j.N + `"}`
+	case "EC":
+		canonical = `{"crv":"` + j.CRV + `","kty":"EC","x":"` + j.X + `","y":"` + j.Y + `"}`
+	case "OKP":
+		canonical = `{"crv":"` + j.CRV + `","kty":"OKP","x":"` + j.X + `"}`
+	}
+	sum := sha256.Sum256([]byte(canonical))
+	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// writeKeyFiles writes private.pem (PKCS#8, 0600), public.pem (PKIX, 0644)
+// and jwks.json (one key, with kid, use and alg) into dir, creating dir with
+// mode 0700 if needed. It refuses to overwrite any existing file and leaves
+// nothing behind when it fails. It returns the key's kid, its RFC 7638
+// thumbprint.
+func writeKeyFiles(dir, alg string, key crypto.Signer) (kid string, err error) {
+	if err := checkAlgFitsKey(alg, key); err != nil {
+		return "", err
+	}
+	kid, err = thumbprint(key.Public())
+	if err != nil {
+		return "", err
+	}
+	privDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", fmt.Errorf("encode private key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return "", fmt.Errorf("encode public key: %w", err)
+	}
+	j, err := publicJWK(key.Public())
+	if err != nil {
+		return "", err
+	}
+	j.KID, j.Use, j.Alg = kid, "sig", alg
+	set, err := json.MarshalIndent(struct {
+		Keys []jwkJSON `json:"keys"`
+	}{[]jwkJSON{j}}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode JWK Set: %w", err)
+	}
+
+	files := []struct {
+		name string
+		mode fs.FileMode
+		data []byte
+	}{
+		{privateKeyFile, 0o600, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})},
+		{publicKeyFile, 0o644, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})},
+		{jwksFile, 0o644, append(set, '\n')},
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create key directory: %w", err)
+	}
+	// Check all three first so that a refusal leaves the directory as it was.
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if _, err := os.Lstat(p); err == nil {
+			return "", fmt.Errorf("%s already exists; refusing to overwrite it", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("check %s: %w", p, err)
+		}
+	}
+	var written []string
+	defer func() {
+		if err != nil {
+			for _, p := range written {
+				os.Remove(p)
+			}
+		}
+	}()
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := writeNewFile(p, f.data, f.mode); err != nil {
+			if !errors.Is(err, fs.ErrExist) {
+				written = append(written, p) // created, possibly partly written
+			}
+			return "", err
+		}
+		written = append(written, p)
+	}
+	return kid, nil
+}
+
+// writeNewFile creates path with exactly mode (whatever the umask) and data;
+// it fails if path exists.
+func writeNewFile(path string, data []byte, mode fs.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists; refusing to overwrite it: %w", path, err)
+		}
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
