@@ -35,7 +35,7 @@ func runMint(_ context.Context, env *cliEnv, args []string) error {
 func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	fs := newFlagSet(env, "mint", "--key FILE [flags] USERNAME")
 	keyPath := fs.String("key", "", "PEM private key (PKCS#8, PKCS#1 or SEC 1), or with --alg HS* a file whose bytes are the shared secret")
-	alg := fs.String("alg", "", "signing algorithm (default from the key: RS256, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
+	alg := fs.String("alg", "", "signing algorithm (default from the key: RS512 for RSA, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
 	kid := fs.String("kid", "", `kid header (default: the key's RFC 7638 thumbprint, as in keygen's jwks.json; "" omits it)`)
 	iss := fs.String("iss", "", "iss claim")
 	var aud, claims stringList

@@ -85,9 +85,10 @@ func TestMint(t *testing.T) {
 		{keyAlg: "ES384", alg: "ES384", wantAlg: "ES384"},
 		{keyAlg: "ES512", alg: "ES512", wantAlg: "ES512"},
 		{keyAlg: "EdDSA", alg: "EdDSA", wantAlg: "EdDSA"},
-		// Without --alg the key decides: RSA keys carry no algorithm, so RS256.
-		{keyAlg: "RS512", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS256"},
-		{keyAlg: "PS384", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS256"},
+		// Without --alg the key decides: RSA keys carry no algorithm, so RS512,
+		// the default allowlist of a provider.
+		{keyAlg: "RS512", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS512"},
+		{keyAlg: "PS384", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS512"},
 		{keyAlg: "ES256", wantAlg: "ES256"},
 		{keyAlg: "ES384", wantAlg: "ES384"},
 		{keyAlg: "ES512", wantAlg: "ES512"},
@@ -148,7 +149,7 @@ func TestMint(t *testing.T) {
 			}
 
 			// The token must not verify as any other algorithm of the same key.
-			other := map[string]string{"RS256": "PS256", "PS256": "RS256", "ES256": "ES384", "EdDSA": "RS256"}[tt.wantAlg]
+			other := map[string]string{"RS256": "PS256", "RS512": "PS512", "PS256": "RS256", "ES256": "ES384", "EdDSA": "RS256"}[tt.wantAlg]
 			if other != "" {
 				_, err := jwt.Parse(token, func(*jwt.Token) (any, error) { return pub, nil },
 					jwt.WithValidMethods([]string{other}),

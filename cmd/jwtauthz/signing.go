@@ -106,7 +106,9 @@ func generateKey(alg string, rsaBits int) (crypto.Signer, error) {
 func defaultAlg(key crypto.Signer) (string, error) {
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
-		return "RS256", nil
+		// An RSA key carries no algorithm; RS512 is the default allowlist of
+		// a provider, so keygen, mint and a default config work together.
+		return "RS512", nil
 	case *ecdsa.PrivateKey:
 		for _, alg := range []string{"ES256", "ES384", "ES512"} {
 			if ecCurves[alg] == k.Curve {
