@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +30,28 @@ import (
 	"github.com/jwtauthz/jwtauthz/store"
 )
 
-// now is the injected clock of every test in this package.
-var now = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+// now is the time tokens are minted at; clock is the injected clock of the
+// servers and verifiers, which a test may move (tests that do are not
+// parallel).
+var (
+	now   = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	clock atomic.Pointer[time.Time]
+)
+
+func init() { clock.Store(&now) }
+
+// setClock moves the injected clock for the rest of the test.
+func setClock(t testing.TB, at time.Time) {
+	clock.Store(&at)
+	t.Cleanup(func() { clock.Store(&now) })
+}
+
+func cacheEntries(off bool) int {
+	if off {
+		return 0
+	}
+	return 1000
+}
 
 var (
 	rsa4096Once sync.Once
@@ -106,6 +127,8 @@ type fixtureOptions struct {
 	claimHeaders map[string][]authz.ClaimHeader
 	noForward    bool
 	dbPath       string
+	noCache      bool // the cache is on by default, as in production
+	metrics      *authz.Metrics
 }
 
 // identityHeaders are the defaults of SPEC.md.
@@ -129,7 +152,7 @@ func singleProvider(t testing.TB, o token.Options, src token.KeySource) *token.R
 	}
 	o.Keys = src
 	o.Schema = schema
-	o.Now = func() time.Time { return now }
+	o.Now = func() time.Time { return *clock.Load() }
 	r, err := token.NewRouter([]*token.Verifier{token.NewVerifier(o)})
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +188,9 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		Headers:              h,
 		ClaimHeaders:         o.claimHeaders,
 		ForwardAuthorization: !o.noForward,
-		Now:                  func() time.Time { return now },
+		CacheMaxEntries:      cacheEntries(o.noCache),
+		Metrics:              o.metrics,
+		Now:                  func() time.Time { return *clock.Load() },
 	})
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer()

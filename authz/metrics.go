@@ -55,6 +55,11 @@ func (m *Metrics) JWKSRefreshed(provider string, err error) {
 	m.jwksRefresh.WithLabelValues(provider, result).Inc()
 }
 
+// CacheRequests returns the cache counter for result (hit or miss).
+func (m *Metrics) CacheRequests(result string) prometheus.Counter {
+	return m.cache.WithLabelValues(result)
+}
+
 // CacheLookup counts one verified-token cache lookup.
 func (m *Metrics) CacheLookup(hit bool) {
 	if m == nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -34,57 +35,79 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-func (s *Server) allow(hdrs requestHeaders, res *token.Result, id store.Identity, claimValues map[string]string, chs []ClaimHeader) *authv3.CheckResponse {
-	h := s.opts.Headers
-	userID := strconv.FormatUint(id.ID, 10)
-	set := make([]*corev3.HeaderValueOption, 0, 4+len(chs))
-	if h.User != "" {
-		set = append(set, setHeader(h.User, res.Username))
+func (s *Server) allow(hdrs requestHeaders, v *verified, id store.Identity) *authv3.CheckResponse {
+	parts := v.allow.Load()
+	if parts == nil || parts.userID != id.ID {
+		parts = s.allowParts(v, id.ID)
+		v.allow.Store(parts)
 	}
-	if h.UserID != "" {
-		set = append(set, setHeader(h.UserID, userID))
-	}
-	if h.Provider != "" {
-		set = append(set, setHeader(h.Provider, res.Provider))
-	}
-	if h.Payload != "" {
-		set = append(set, setHeader(h.Payload, res.Payload))
-	}
-	for _, ch := range chs {
-		if v, ok := claimValues[ch.Claim]; ok {
-			set = append(set, setHeader(ch.Header, v))
-		}
+	metadata := parts.metadata
+	if id.New {
+		metadata = newUserMetadata(v, id.ID)
 	}
 
 	var remove []string
 	hdrs.each(func(name string) {
-		if !s.strips(name) || isSet(set, name) {
+		if !s.strips(name) || isSet(parts.headers, name) || slices.Contains(remove, name) {
 			return
-		}
-		for _, r := range remove {
-			if r == name {
-				return
-			}
 		}
 		remove = append(remove, name)
 	})
 	if !s.opts.ForwardAuthorization {
 		remove = append(remove, "authorization")
 	}
-
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(codes.OK)},
+		Status: statusOK,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         set,
+			Headers:         parts.headers,
 			HeadersToRemove: remove,
 		}},
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"user":     structpb.NewStringValue(res.Username),
-			"user_id":  structpb.NewStringValue(userID),
-			"provider": structpb.NewStringValue(res.Provider),
-			"new_user": structpb.NewBoolValue(id.New),
-		}},
+		DynamicMetadata: metadata,
 	}
+}
+
+// statusOK is shared by every allow; it is never mutated.
+var statusOK = &status.Status{Code: int32(codes.OK)}
+
+// allowParts builds the headers and metadata of v's allow answers.
+func (s *Server) allowParts(v *verified, userID uint64) *allowParts {
+	h := s.opts.Headers
+	chs := s.opts.ClaimHeaders[v.provider]
+	id := strconv.FormatUint(userID, 10)
+	set := make([]*corev3.HeaderValueOption, 0, 4+len(chs))
+	if h.User != "" {
+		set = append(set, setHeader(h.User, v.username))
+	}
+	if h.UserID != "" {
+		set = append(set, setHeader(h.UserID, id))
+	}
+	if h.Provider != "" {
+		set = append(set, setHeader(h.Provider, v.provider))
+	}
+	if h.Payload != "" {
+		set = append(set, setHeader(h.Payload, v.payload))
+	}
+	for _, ch := range chs {
+		if val, ok := v.claims[ch.Claim]; ok {
+			set = append(set, setHeader(ch.Header, val))
+		}
+	}
+	return &allowParts{userID: userID, headers: set, metadata: metadata(v, id, false)}
+}
+
+func newUserMetadata(v *verified, userID uint64) *structpb.Struct {
+	return metadata(v, strconv.FormatUint(userID, 10), true)
+}
+
+// metadata is the dynamic_metadata of an allow, for access logs and later
+// filters.
+func metadata(v *verified, userID string, newUser bool) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		"user":     structpb.NewStringValue(v.username),
+		"user_id":  structpb.NewStringValue(userID),
+		"provider": structpb.NewStringValue(v.provider),
+		"new_user": structpb.NewBoolValue(newUser),
+	}}
 }
 
 // strips reports whether a client-sent header must not reach the upstream

@@ -17,10 +17,12 @@ import (
 	"github.com/jwtauthz/jwtauthz/store"
 )
 
-// Verifier verifies a raw token; the token.Router is the real one. A cache
-// of verified tokens wraps it.
+// Verifier verifies a raw token; the token.Router is the real one.
 type Verifier interface {
 	Verify(ctx context.Context, raw string) (res *token.Result, provider string, err error)
+	// KeyGeneration is the generation of a provider's current key set; a
+	// cached verification is used only while it is unchanged.
+	KeyGeneration(provider string) uint64
 }
 
 // Users records logins. The bbolt store implements it; another backend can
@@ -53,6 +55,7 @@ type Options struct {
 	ForwardAuthorization bool
 	Realm                string // www-authenticate realm; default "jwtauthz"
 	RetryAfter           time.Duration
+	CacheMaxEntries      int // verified-token cache bound; 0 disables it
 	Now                  func() time.Time
 	Logger               *slog.Logger
 	Metrics              *Metrics // may be nil
@@ -63,6 +66,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	opts      Options
 	protected map[string]bool // every header name the answers may set or strip
+	cache     *tokenCache     // nil when disabled
 }
 
 // New returns a Server.
@@ -79,7 +83,7 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, protected: map[string]bool{}}
+	s := &Server{opts: opts, protected: map[string]bool{}, cache: newTokenCache(opts.CacheMaxEntries)}
 	h := opts.Headers
 	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
 		if name != "" {
@@ -124,42 +128,72 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// counts as a token given (RFC 6750 §3.1: invalid_token).
 		return s.deny(ctx, req, "", "", !errors.Is(err, errMissingToken), err)
 	}
-	res, provider, err := s.opts.Verifier.Verify(ctx, raw)
+	v, err := s.verify(ctx, raw)
 	if err != nil {
-		return s.deny(ctx, req, provider, raw, true, err)
-	}
-	var claimValues map[string]string
-	chs := s.opts.ClaimHeaders[res.Provider]
-	if len(chs) > 0 {
-		claimValues = make(map[string]string, len(chs))
-		for _, ch := range chs {
-			if v, ok := claimValue(res.Claims, ch.Claim); ok {
-				claimValues[ch.Claim] = v
-			}
-		}
+		return s.deny(ctx, req, v.provider, raw, true, err)
 	}
 	id, err := s.opts.Users.Login(ctx, store.Login{
-		Provider: res.Provider,
-		Username: res.Username,
-		Subject:  res.Subject,
-		Claims:   claimValues,
+		Provider: v.provider,
+		Username: v.username,
+		Subject:  v.subject,
+		Claims:   v.claims,
 		At:       s.opts.Now(),
 	})
 	if err != nil {
-		return s.deny(ctx, req, provider, raw, true, wrapStore(err))
+		return s.deny(ctx, req, v.provider, raw, true, wrapStore(err))
 	}
 	if !id.Active {
-		return s.deny(ctx, req, provider, raw, true, errInactive)
+		return s.deny(ctx, req, v.provider, raw, true, errInactive)
 	}
 	if m := s.opts.Metrics; m != nil && id.New {
 		m.usersCreated.Inc()
 	}
 	if s.opts.Logger.Enabled(ctx, slog.LevelDebug) {
 		s.opts.Logger.DebugContext(ctx, "check allowed",
-			"provider", res.Provider, "user", res.Username, "new_user", id.New,
+			"provider", v.provider, "user", v.username, "new_user", id.New,
 			"request_id", requestID(req), "token_sha256", fingerprint(raw))
 	}
-	return s.allow(hdrs, res, id, claimValues, chs), res.Provider, ReasonOK
+	return s.allow(hdrs, v, id), v.provider, ReasonOK
+}
+
+// verify returns the token's verification, from the cache when it holds a
+// valid one. On failure the result names only the provider, if any.
+func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
+	var key [32]byte
+	if s.cache != nil {
+		key = sha256.Sum256([]byte(raw))
+		if v := s.cache.get(&key, s.opts.Now(), s.opts.Verifier.KeyGeneration); v != nil {
+			s.opts.Metrics.CacheLookup(true)
+			return v, nil
+		}
+		s.opts.Metrics.CacheLookup(false)
+	}
+	res, provider, err := s.opts.Verifier.Verify(ctx, raw)
+	if err != nil {
+		return &verified{provider: provider}, err
+	}
+	v := &verified{
+		provider:   res.Provider,
+		username:   res.Username,
+		subject:    res.Subject,
+		validUntil: res.ValidUntil,
+		keyGen:     res.KeyGen,
+	}
+	if s.opts.Headers.Payload != "" {
+		v.payload = res.Payload
+	}
+	if chs := s.opts.ClaimHeaders[res.Provider]; len(chs) > 0 {
+		v.claims = make(map[string]string, len(chs))
+		for _, ch := range chs {
+			if val, ok := claimValue(res.Claims, ch.Claim); ok {
+				v.claims[ch.Claim] = val
+			}
+		}
+	}
+	if s.cache != nil {
+		s.cache.put(&key, v, s.opts.Now())
+	}
+	return v, nil
 }
 
 // deny answers a failed Check. tokenGiven says whether the request carried a

@@ -6,7 +6,6 @@ package token
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,6 +44,8 @@ var (
 // KeySource finds the keys that may verify a token.
 type KeySource interface {
 	Lookup(ctx context.Context, dst []keys.Key, kid, alg string) ([]keys.Key, uint64, error)
+	// Current returns the key set now in force, or nil when none is loaded.
+	Current() *keys.Set
 }
 
 // ClaimsValidator checks verified claims, e.g. against a JSON Schema.
@@ -110,8 +111,11 @@ type Result struct {
 	Claims   map[string]any // plain JSON values, numbers as json.Number
 	Payload  string         // the token's payload segment: base64url of the claims JSON
 	Expiry   time.Time
-	KID      string
-	KeyGen   uint64 // generation of the key set that verified it
+	// ValidUntil is Expiry plus the provider's leeway: the verifier accepts
+	// the token at any time strictly before it (and no later).
+	ValidUntil time.Time
+	KID        string
+	KeyGen     uint64 // generation of the key set that verified it
 }
 
 // parsed is a token decoded but not yet verified.
@@ -197,14 +201,15 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 	exp, _ := pt.claims.GetExpirationTime()
 	sub, _ := pt.claims["sub"].(string)
 	return &Result{
-		Provider: v.opts.Provider,
-		Username: username,
-		Subject:  sub,
-		Claims:   plain,
-		Payload:  pt.parts[1],
-		Expiry:   exp.Time,
-		KID:      pt.kid,
-		KeyGen:   gen,
+		Provider:   v.opts.Provider,
+		Username:   username,
+		Subject:    sub,
+		Claims:     plain,
+		Payload:    pt.parts[1],
+		Expiry:     exp.Time,
+		ValidUntil: exp.Time.Add(v.opts.Leeway),
+		KID:        pt.kid,
+		KeyGen:     gen,
 	}, nil
 }
 
@@ -293,6 +298,7 @@ func Lookup(claims map[string]any, path string) (any, bool) {
 // Router sends each token to the provider whose issuer equals the token's
 // (unverified) iss, or to the one provider without an issuer.
 type Router struct {
+	byName   map[string]*Verifier
 	byIssuer map[string]*Verifier
 	fallback *Verifier
 	parser   *jwt.Parser
@@ -300,8 +306,9 @@ type Router struct {
 
 // NewRouter returns a router over vs. At most one verifier may have no issuer.
 func NewRouter(vs []*Verifier) (*Router, error) {
-	r := &Router{byIssuer: make(map[string]*Verifier), parser: jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding())}
+	r := &Router{byName: make(map[string]*Verifier), byIssuer: make(map[string]*Verifier), parser: jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding())}
 	for _, v := range vs {
+		r.byName[v.opts.Provider] = v
 		if v.opts.Issuer == "" {
 			if r.fallback != nil {
 				return nil, fmt.Errorf("providers %q and %q both have no issuer: tokens could not be routed", r.fallback.opts.Provider, v.opts.Provider)
@@ -338,8 +345,17 @@ func (r *Router) Verify(ctx context.Context, raw string) (res *Result, provider 
 	return res, v.opts.Provider, err
 }
 
-// MarshalClaims renders claims as compact JSON.
-func MarshalClaims(c map[string]any) []byte {
-	b, _ := json.Marshal(c)
-	return b
+// KeyGeneration returns the generation of provider's current key set, or 0
+// when the provider is unknown or has no keys. A verified token stays valid
+// for a cache only while the generation that verified it is current.
+func (r *Router) KeyGeneration(provider string) uint64 {
+	v := r.byName[provider]
+	if v == nil {
+		return 0
+	}
+	set := v.opts.Keys.Current()
+	if set == nil {
+		return 0
+	}
+	return set.Generation
 }

@@ -198,6 +198,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		},
 		ClaimHeaders:         provs.claimHeaders,
 		ForwardAuthorization: cfg.ForwardAuthorization,
+		CacheMaxEntries:      cfg.Cache.MaxEntries,
 		Now:                  o.now,
 		Logger:               o.logger,
 		Metrics:              metrics,

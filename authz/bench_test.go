@@ -1,0 +1,165 @@
+package authz_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
+)
+
+// alwaysAllow is the floor: an ext_authz server that allows everything,
+// on the same gRPC set-up, so a benchmark's ratio to it is what jwtauthz
+// adds to the hop that no one can avoid.
+type alwaysAllow struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+func (alwaysAllow) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return &authv3.CheckResponse{
+		Status:       &status.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+	}, nil
+}
+
+func benchClient(b *testing.B, srv authv3.AuthorizationServer) authv3.AuthorizationClient {
+	b.Helper()
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, srv)
+	go gs.Serve(lis)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close(); gs.Stop() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
+type benchKey struct {
+	name   string
+	method jwt.SigningMethod
+	priv   crypto.Signer
+	pub    any
+}
+
+func benchKeys(b *testing.B) []benchKey {
+	rs2048 := rsaKey(b)
+	rs4096 := rs512Key(b)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	edPub, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	return []benchKey{
+		{"RS256-2048", jwt.SigningMethodRS256, rs2048, &rs2048.PublicKey},
+		{"RS512-4096", jwt.SigningMethodRS512, rs4096, &rs4096.PublicKey},
+		{"ES256", jwt.SigningMethodES256, ec, &ec.PublicKey},
+		{"EdDSA", jwt.SigningMethodEdDSA, edPriv, edPub},
+	}
+}
+
+func runChecks(b *testing.B, client authv3.AuthorizationClient, req *authv3.CheckRequest) {
+	b.Helper()
+	b.ReportAllocs()
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, err := client.Check(ctx, req)
+		if err != nil || resp.GetStatus().GetCode() != int32(codes.OK) {
+			b.Fatalf("Check: %v %v", err, resp.GetStatus())
+		}
+	}
+}
+
+// BenchmarkCheckFloor is the always-allow server, sent the same request as
+// BenchmarkCheckCached (an RS512-4096 token).
+func BenchmarkCheckFloor(b *testing.B) {
+	k := benchKeys(b)[1]
+	runChecks(b, benchClient(b, alwaysAllow{}), request(bearer(mint(b, k.method, k.priv, claimsFor("alice"), nil))))
+}
+
+// BenchmarkCheckCached repeats one token: the verified-token cache answers.
+func BenchmarkCheckCached(b *testing.B) {
+	k := benchKeys(b)[1] // RS512-4096: what a miss would cost most
+	f := benchServer(b, k, false)
+	runChecks(b, f, request(bearer(mint(b, k.method, k.priv, claimsFor("alice"), nil))))
+}
+
+// BenchmarkCheckUncached verifies the signature on every Check.
+func BenchmarkCheckUncached(b *testing.B) {
+	for _, k := range benchKeys(b) {
+		b.Run(k.name, func(b *testing.B) {
+			f := benchServer(b, k, true)
+			runChecks(b, f, request(bearer(mint(b, k.method, k.priv, claimsFor("alice"), nil))))
+		})
+	}
+}
+
+// BenchmarkJWTParse is golang-jwt's Parse alone for each key: the cost of
+// the signature check no verifier can avoid.
+func BenchmarkJWTParse(b *testing.B) {
+	for _, k := range benchKeys(b) {
+		b.Run(k.name, func(b *testing.B) {
+			tok := mint(b, k.method, k.priv, claimsFor("alice"), nil)
+			p := jwt.NewParser(jwt.WithValidMethods([]string{k.method.Alg()}), jwt.WithoutClaimsValidation())
+			keyFunc := func(*jwt.Token) (any, error) { return k.pub, nil }
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := p.Parse(tok, keyFunc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheckFirstLogin creates a new user on every Check (ES256, so
+// signing the pool stays quick). Checks run from 64 goroutines, as Envoy's
+// concurrent streams do: a new user is durable before its allow, and bbolt's
+// batch coalesces the concurrent creations into one fsync.
+func BenchmarkCheckFirstLogin(b *testing.B) {
+	k := benchKeys(b)[2]
+	client := benchServer(b, k, false)
+	pool := make(chan string, b.N)
+	for i := range b.N {
+		pool <- mint(b, k.method, k.priv, claimsFor(fmt.Sprintf("user-%d", i)), nil)
+	}
+	close(pool)
+	b.ReportAllocs()
+	b.SetParallelism(32) // x GOMAXPROCS goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Check(context.Background(), request(bearer(<-pool)))
+			if err != nil || !resp.GetDynamicMetadata().GetFields()["new_user"].GetBoolValue() {
+				b.Errorf("Check: %v %v", err, resp.GetStatus())
+				return
+			}
+		}
+	})
+}
+
+func benchServer(b *testing.B, k benchKey, noCache bool) authv3.AuthorizationClient {
+	b.Helper()
+	f := start(b, fixtureOptions{
+		verifier: singleProvider(b, token.Options{Algorithms: []string{k.method.Alg()}}, staticKeys(k.pub)),
+		noCache:  noCache,
+		dbPath:   filepath.Join(b.TempDir(), "bench.db"),
+	})
+	return f.client
+}

@@ -1,0 +1,52 @@
+package authz
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+func TestTokenCacheStaysWithinBound(t *testing.T) {
+	const bound, tokens = 1000, 100_000
+	now := time.Unix(1_800_000_000, 0)
+	c := newTokenCache(bound)
+	gen := func(string) uint64 { return 1 }
+	for i := range tokens {
+		var raw [8]byte
+		binary.BigEndian.PutUint64(raw[:], uint64(i))
+		key := sha256.Sum256(raw[:])
+		c.put(&key, &verified{provider: "p", validUntil: now.Add(time.Hour), keyGen: 1}, now)
+		if n := c.len(); n > bound {
+			t.Fatalf("after %d puts the cache holds %d entries, over its bound of %d", i+1, n, bound)
+		}
+	}
+	// The newest entry is there; the cache still serves hits.
+	var raw [8]byte
+	binary.BigEndian.PutUint64(raw[:], tokens-1)
+	key := sha256.Sum256(raw[:])
+	if c.get(&key, now, gen) == nil {
+		t.Error("the newest entry is missing")
+	}
+}
+
+func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	c := newTokenCache(cacheShards)                                                    // one entry per shard
+	keyFor := func(b byte) *[sha256.Size]byte { k := [sha256.Size]byte{b}; return &k } // same shard: b % 64
+	c.put(keyFor(0), &verified{validUntil: now.Add(time.Second)}, now)
+	later := now.Add(time.Minute)
+	c.put(keyFor(64), &verified{validUntil: later.Add(time.Hour)}, later)
+	if c.get(keyFor(0), now, func(string) uint64 { return 0 }) != nil {
+		t.Error("the expired entry was kept over the new one")
+	}
+	if c.get(keyFor(64), later, func(string) uint64 { return 0 }) == nil {
+		t.Error("the new entry is missing")
+	}
+}
+
+func TestTokenCacheDisabled(t *testing.T) {
+	if newTokenCache(0) != nil {
+		t.Error("max_entries 0 must disable the cache")
+	}
+}
