@@ -146,6 +146,9 @@ func parse(p *jwt.Parser, raw string) (*parsed, error) {
 	if tok == nil || tok.Header == nil {
 		return nil, fmt.Errorf("%w: no header", ErrMalformed)
 	}
+	if err := checkDuplicates(p, parts); err != nil {
+		return nil, err
+	}
 	alg, _ := tok.Header["alg"].(string)
 	pt := &parsed{tok: tok, claims: claims, parts: parts, alg: alg}
 	if k, ok := tok.Header["kid"]; ok {
