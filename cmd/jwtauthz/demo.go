@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -63,6 +62,9 @@ func (d *demo) run(ctx context.Context) error {
 	cfgPath := filepath.Join(d.dir, "jwtauthz.yaml")
 	cfgText := fmt.Sprintf(`listen: 127.0.0.1:0
 http_listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+  require_claims: {roles: jwtauthz-admin}
 store:
   path: %s
 providers:
@@ -90,7 +92,7 @@ providers:
 		return err
 	}
 	addr := svc.grpcAddr.String()
-	fmt.Fprintf(d.w, "$ jwtauthz serve --config %s\n   gRPC (ext_authz Check, health) on %s, HTTP (/metrics /healthz /readyz) on %s\n", cfgPath, addr, svc.httpAddr)
+	fmt.Fprintf(d.w, "$ jwtauthz serve --config %s\n   gRPC (ext_authz Check, health) on %s, HTTP (/metrics /healthz /readyz) on %s, admin API on %s\n", cfgPath, addr, svc.httpAddr, svc.adminAddr)
 
 	now := time.Now()
 	mintFor := func(user string, ttl time.Duration, extra map[string]any) (string, error) {
@@ -147,23 +149,31 @@ providers:
 		return err
 	}
 
-	d.step("10. The users jwtauthz created, without any sign-up")
-	if err := svc.store.Flush(); err != nil {
-		return err
-	}
-	users, err := svc.store.List(ctx, "", 0, 100)
+	operator, err := mintFor("ops", time.Hour, map[string]any{"roles": []string{"jwtauthz-admin"}})
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(d.w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "   ID\tPROVIDER\tUSERNAME\tLOGINS\tLAST LOGIN\tACTIVE\tCLAIMS")
-	for _, u := range users {
-		fmt.Fprintf(tw, "   %d\t%s\t%s\t%d\t%s\t%v\t%v\n", u.GetId(), u.GetProvider(), u.GetUsername(), u.GetLoginCount(),
-			u.GetLastLogin().AsTime().Local().Format(time.TimeOnly), u.GetActive(), u.GetClaims())
+	admin := svc.adminAddr.String()
+	d.step("10. The users jwtauthz created, without any sign-up (an operator's token holds roles: jwtauthz-admin)")
+	if err := d.users(ctx, "list", "--addr", admin, "--token", operator); err != nil {
+		return err
 	}
-	tw.Flush()
+	d.step("11. Bob is locked out at once, although his token is valid and cached")
+	if err := d.users(ctx, "deactivate", "bob", "--addr", admin, "--token", operator); err != nil {
+		return err
+	}
+	if err := d.check(ctx, addr, bob); err != nil {
+		return err
+	}
+	d.step("12. Bob is let back in")
+	if err := d.users(ctx, "activate", "bob", "--addr", admin, "--token", operator); err != nil {
+		return err
+	}
+	if err := d.check(ctx, addr, bob); err != nil {
+		return err
+	}
 
-	d.step("11. What /metrics counted")
+	d.step("13. What /metrics counted")
 	if err := d.metrics(ctx, svc.httpAddr.String()); err != nil {
 		return err
 	}
@@ -180,6 +190,23 @@ func (d *demo) waitServing(svc *service) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// users runs "jwtauthz users ARGS" against the admin API and prints its output.
+func (d *demo) users(ctx context.Context, args ...string) error {
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = a
+		if i > 0 && args[i-1] == "--token" {
+			shown[i] = abbreviate(a)
+		}
+	}
+	fmt.Fprintf(d.w, "$ jwtauthz users %s\n", strings.Join(shown, " "))
+	var out strings.Builder
+	env := &cliEnv{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: &out, stderr: &out}
+	err := runUsers(ctx, env, args)
+	fmt.Fprint(d.w, indent(out.String()))
+	return err
 }
 
 // check sends one Envoy-shaped CheckRequest and prints what came back.

@@ -31,6 +31,7 @@ func commands() map[string]command {
 		"mint":   {"print a signed JWT for tests and demos", runMint},
 		"check":  {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
 		"demo":   {"walk through the service end to end in a temporary directory", runDemo},
+		"users":  {"list, show, deactivate and activate users through the admin API", runUsers},
 	}
 }
 

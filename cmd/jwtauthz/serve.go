@@ -124,17 +124,19 @@ type serviceOptions struct {
 
 // service is a running jwtauthz: store, providers, gRPC and HTTP servers.
 type service struct {
-	cfg      *config
-	logger   *slog.Logger
-	store    *store.DB
-	provs    *providers
-	grpc     *grpc.Server
-	health   *health.Server
-	http     *http.Server
-	grpcAddr net.Addr
-	httpAddr net.Addr // nil when disabled
-	cancel   context.CancelFunc
-	done     chan struct{} // closed when the gRPC server has stopped
+	cfg       *config
+	logger    *slog.Logger
+	store     *store.DB
+	provs     *providers
+	grpc      *grpc.Server
+	health    *health.Server
+	http      *http.Server
+	grpcAddr  net.Addr
+	httpAddr  net.Addr     // nil when disabled
+	admin     *grpc.Server // the admin API; nil when admin.listen is ""
+	adminAddr net.Addr     // nil when disabled
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when the gRPC server has stopped
 }
 
 // startService opens the store, builds the providers and starts listening.
@@ -177,17 +179,28 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		}
 	}
 
+	adminSrv, adminAddr, err := startAdmin(cfg, provs.router, db, o.logger)
+	if err != nil {
+		lis.Close()
+		if httpLis != nil {
+			httpLis.Close()
+		}
+		return nil, err
+	}
+
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	svc = &service{
-		cfg:      cfg,
-		logger:   o.logger,
-		store:    db,
-		provs:    provs,
-		grpc:     grpc.NewServer(),
-		health:   health.NewServer(),
-		grpcAddr: lis.Addr(),
-		cancel:   cancel,
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		logger:    o.logger,
+		store:     db,
+		provs:     provs,
+		grpc:      grpc.NewServer(),
+		health:    health.NewServer(),
+		grpcAddr:  lis.Addr(),
+		admin:     adminSrv,
+		adminAddr: adminAddr,
+		cancel:    cancel,
+		done:      make(chan struct{}),
 	}
 	ih := cfg.IdentityHeaders
 	authv3.RegisterAuthorizationServer(svc.grpc, authz.New(authz.Options{
@@ -224,7 +237,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 			}
 		}()
 	}
-	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr),
+	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr), "admin", addrString(svc.adminAddr),
 		"store", cfg.Store.Path, "providers", len(cfg.Providers))
 	return svc, nil
 }
@@ -305,6 +318,7 @@ func (s *service) shutdown(drain time.Duration) error {
 		s.grpc.Stop()
 	}
 	<-s.done
+	stopAdmin(s.admin, 5*time.Second) // before the store it reads closes
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)

@@ -363,7 +363,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"decision: allow", "set header:  x-auth-user: alice", "remove header: x-auth-role",
 		`"error":"expired"`, `"error":"invalid_signature"`, "Invalid JWT schema: username", `"error":"missing_token"`,
-		"alice", "bob",
+		"alice", "bob", `"error":"user_inactive"`, "http status: 403", "set header:  x-auth-user: bob",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo transcript lacks %q", want)

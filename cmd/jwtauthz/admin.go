@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/jwtauthz/jwtauthz/authz"
+	"github.com/jwtauthz/jwtauthz/authz/admin"
+	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
+	"github.com/jwtauthz/jwtauthz/store"
+)
+
+// adminService is the health service name of the admin API.
+var adminService = adminv1.UserAdmin_ServiceDesc.ServiceName
+
+// startAdmin starts the admin gRPC API on cfg.Admin.Listen: UserAdmin,
+// grpc.health.v1 (SERVING for "" and the UserAdmin service) and reflection.
+// It returns once the listener is bound and serving has begun; it returns
+// a nil server when admin.listen is "" (the API is off).
+//
+// The UserAdmin calls authenticate with verifier, which should be the Check
+// path's, and require cfg.Admin.RequireClaims. Health and reflection need
+// no token, as on the main listener, so that probes work; they reveal no
+// user.
+func startAdmin(cfg *config, verifier authz.Verifier, db *store.DB, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
+	if cfg.Admin.Listen == "" {
+		return nil, nil, nil
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.Admin.RequireClaims) == 0 {
+		// SPEC.md allows it, so it is not an error; but every provider
+		// verifies admin tokens, so every user of the mesh could list and
+		// deactivate every other.
+		logger.Warn("admin API open to every verified token: admin.require_claims is empty; set e.g. require_claims: {roles: jwtauthz-admin}")
+	}
+	as, err := admin.New(admin.Options{
+		Users:         db,
+		Verifier:      verifier,
+		RequireClaims: cfg.Admin.RequireClaims,
+		Logger:        logger,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	lis, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
+	}
+	srv = grpc.NewServer()
+	adminv1.RegisterUserAdminServer(srv, as)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(adminService, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	go func() {
+		if err := srv.Serve(lis); err != nil {
+			logger.Error("admin gRPC server stopped", "err", err)
+		}
+	}()
+	logger.Info("admin API serving", "admin", lis.Addr().String(), "require_claims", len(cfg.Admin.RequireClaims))
+	return srv, lis.Addr(), nil
+}
+
+// stopAdmin stops the admin API gracefully, closing what is still open
+// after timeout (a health Watch or reflection stream never ends by
+// itself). A nil srv (the API off) is fine.
+func stopAdmin(srv *grpc.Server, timeout time.Duration) {
+	if srv == nil {
+		return
+	}
+	stopped := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(timeout):
+		srv.Stop()
+		<-stopped
+	}
+}
