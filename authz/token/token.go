@@ -6,8 +6,10 @@ package token
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -178,6 +180,9 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 		// RFC 7515 §4.1.11: we understand no extension, so any crit refuses.
 		return nil, fmt.Errorf("%w: crit header %.64v names extensions this verifier does not understand", ErrMalformed, crit)
 	}
+	if err := checkRegisteredClaims(pt.claims); err != nil {
+		return nil, err
+	}
 	if err := v.validator.Validate(pt.claims); err != nil {
 		return nil, v.classifyClaims(pt.claims, err)
 	}
@@ -243,6 +248,53 @@ func verifyAny(m jwt.SigningMethod, signing string, sig []byte, cands []keys.Key
 		}
 	}
 	return false
+}
+
+// maxNumericDate is 10000-01-01T00:00:00Z: later dates are no real token's.
+const maxNumericDate = 253402300800
+
+// checkRegisteredClaims refuses registered claims of the wrong type (iss and
+// sub not strings, aud neither a string nor a list of strings: golang-jwt
+// reads a wrong type as absent) and exp, nbf and iat outside [0, year
+// 10000): golang-jwt converts a NumericDate through float64 to int64, and
+// values past int64's range wrap to the distant past, so an nbf of 1e300
+// would pass.
+func checkRegisteredClaims(c jwt.MapClaims) error {
+	for _, name := range []string{"iss", "sub"} {
+		if v, ok := c[name]; ok {
+			if _, isString := v.(string); !isString {
+				return fmt.Errorf("%w: %s is not a string", ErrMalformed, name)
+			}
+		}
+	}
+	if v, ok := c["aud"]; ok {
+		switch a := v.(type) {
+		case string:
+		case []any:
+			for _, e := range a {
+				if _, isString := e.(string); !isString {
+					return fmt.Errorf("%w: aud holds a member that is not a string", ErrMalformed)
+				}
+			}
+		default:
+			return fmt.Errorf("%w: aud is neither a string nor a list of strings", ErrMalformed)
+		}
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		v, ok := c[name]
+		if !ok {
+			continue
+		}
+		n, ok := v.(json.Number)
+		if !ok {
+			return fmt.Errorf("%w: %s is not a number", ErrMalformed, name)
+		}
+		f, err := n.Float64()
+		if err != nil || math.IsNaN(f) || f < 0 || f >= maxNumericDate {
+			return fmt.Errorf("%w: %s %.32s is out of range (0 to year 10000)", ErrMalformed, name, n)
+		}
+	}
+	return nil
 }
 
 // classifyClaims maps golang-jwt's claim errors onto ours, with details
