@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
@@ -49,20 +46,12 @@ func startAttackTarget(t *testing.T, key *rsa.PrivateKey, secret []byte) *attack
 		CacheMaxEntries: 1000,
 		Now:             func() time.Time { return now },
 	})
-	lis := bufconn.Listen(4 << 20)
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
-	authv3.RegisterAuthorizationServer(gs, srv)
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
-	go gs.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close(); gs.Stop(); db.Close() })
+	conn := serveBufconn(t, func(gs *grpc.Server) {
+		authv3.RegisterAuthorizationServer(gs, srv)
+		healthpb.RegisterHealthServer(gs, hs)
+	})
+	t.Cleanup(func() { db.Close() })
 	return &attackTarget{check: authv3.NewAuthorizationClient(conn), health: healthpb.NewHealthClient(conn)}
 }
 

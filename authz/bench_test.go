@@ -8,7 +8,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 
@@ -17,8 +16,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/jwtauthz/jwtauthz/authz/token"
 )
@@ -39,18 +36,7 @@ func (alwaysAllow) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckRe
 
 func benchClient(b *testing.B, srv authv3.AuthorizationServer) authv3.AuthorizationClient {
 	b.Helper()
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, srv)
-	go gs.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { conn.Close(); gs.Stop() })
-	return authv3.NewAuthorizationClient(conn)
+	return authv3.NewAuthorizationClient(serveBufconn(b, func(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, srv) }))
 }
 
 type benchKey struct {

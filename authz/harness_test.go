@@ -192,22 +192,32 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		Metrics:              o.metrics,
 		Now:                  func() time.Time { return *clock.Load() },
 	})
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, srv)
+	conn := serveBufconn(t, func(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, srv) })
+	t.Cleanup(func() { db.Close() })
+	return &fixture{client: authv3.NewAuthorizationClient(conn), db: db, dbPath: o.dbPath}
+}
+
+// serveBufconn runs a gRPC server over bufconn (the real transport, no
+// port) with what register adds, and returns a client connection to it.
+// Messages up to 16 MiB pass, so oversized inputs reach the handler.
+func serveBufconn(t testing.TB, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
+	lis := bufconn.Listen(4 << 20)
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(16 << 20))
+	register(gs)
 	go gs.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		conn.Close()
 		gs.Stop()
-		db.Close()
 	})
-	return &fixture{client: authv3.NewAuthorizationClient(conn), db: db, dbPath: o.dbPath}
+	return conn
 }
 
 // request builds a CheckRequest shaped as Envoy sends it, with headers in
