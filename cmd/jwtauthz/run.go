@@ -32,6 +32,7 @@ func commands() map[string]command {
 		"check":  {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
 		"demo":   {"walk through the service end to end in a temporary directory", runDemo},
 		"users":  {"list, show, deactivate and activate users through the admin API", runUsers},
+		"whoami": {"serve a stand-in upstream that echoes the identity headers it receives", runWhoami},
 	}
 }
 

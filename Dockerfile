@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+#
+# jwtauthz container image: a static binary on distroless, running as non-root.
+#
+#   docker build -t ghcr.io/jwtauthz/jwtauthz:0.1.0 .
+#   docker run --rm -p 9001:9001 -p 9090:9090 \
+#     -v "$PWD/config.yaml:/etc/jwtauthz/config.yaml:ro" \
+#     -v "$PWD/keys:/etc/jwtauthz/keys:ro" \
+#     -v jwtauthz-data:/data \
+#     ghcr.io/jwtauthz/jwtauthz:0.1.0
+#
+# In a container the config must listen on all interfaces (listen: 0.0.0.0:9001,
+# http_listen: 0.0.0.0:9090; the defaults are loopback) and keep the bbolt
+# store on the /data volume (store.path: /data/jwtauthz.db). The Helm chart in
+# charts/jwtauthz renders such a config. deploy/chart_test.go checks that this
+# file and the chart agree and builds the binary with the same command.
+
+FROM golang:1.26 AS build
+WORKDIR /src
+ENV GOTOOLCHAIN=local CGO_ENABLED=0
+# Modules first, so a source change does not download them again.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
+COPY . .
+# Static (no libc for distroless/static), reproducible paths, no symbol tables.
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    go build -trimpath -ldflags='-s -w' -o /out/jwtauthz ./cmd/jwtauthz
+# The data directory, owned by the runtime user so the volume starts writable.
+RUN mkdir -p /out/data
+
+FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.title=jwtauthz \
+      org.opencontainers.image.description="Envoy/Istio ext_authz service verifying bearer JWTs" \
+      org.opencontainers.image.source=https://github.com/jwtauthz/jwtauthz \
+      org.opencontainers.image.version=0.1.0
+COPY --from=build /out/jwtauthz /usr/local/bin/jwtauthz
+COPY --from=build --chown=65532:65532 /out/data /data
+# serve reads the config file named here when --config is absent.
+ENV JWTAUTHZ_CONFIG=/etc/jwtauthz/config.yaml
+# A relative store.path (the default, jwtauthz.db) lands on the volume.
+WORKDIR /data
+VOLUME /data
+# 9001: gRPC (ext_authz Check, grpc.health.v1); 9090: HTTP (/metrics, /healthz, /readyz).
+EXPOSE 9001 9090
+# distroless's nonroot user; the Helm chart runs the pod as the same UID/GID.
+USER 65532:65532
+ENTRYPOINT ["jwtauthz", "serve"]

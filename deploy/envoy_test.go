@@ -1,0 +1,269 @@
+// Package deploy_test checks the deployment artifacts at the top of the
+// repository (envoy.yaml, charts/jwtauthz, examples/istio, Dockerfile)
+// against the real schemas: Envoy's protos, the Kubernetes and
+// prometheus-operator API types, Istio's protos and the real helm binary.
+// No Envoy, cluster or Docker engine is needed.
+package deploy_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+)
+
+// The typed_config types envoy.yaml uses must be linked in so that
+// protoregistry.GlobalTypes resolves their "@type". Referencing them (rather
+// than a blank import) also lets the assertions below unpack them.
+var (
+	_ = (*hcmv3.HttpConnectionManager)(nil)
+	_ = (*extauthzv3.ExtAuthz)(nil)
+	_ = (*routerv3.Router)(nil)
+	_ = (*upstreamhttpv3.HttpProtocolOptions)(nil)
+)
+
+// repoRoot is the repository's top directory; tests run in deploy/.
+const repoRoot = ".."
+
+// loadBootstrap decodes an Envoy bootstrap the way Envoy reads it: YAML,
+// then the proto3 JSON mapping with every Any resolved; unknown fields and
+// unknown @types are errors. It then runs the protoc-gen-validate rules on
+// the bootstrap and on the contents of every Any, which ValidateAll on the
+// outer message does not descend into.
+func loadBootstrap(data []byte) (*bootstrapv3.Bootstrap, error) {
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	var b bootstrapv3.Bootstrap
+	opts := protojson.UnmarshalOptions{DiscardUnknown: false, Resolver: protoregistry.GlobalTypes}
+	if err := opts.Unmarshal(js, &b); err != nil {
+		return nil, fmt.Errorf("protojson: %w", err)
+	}
+	if err := validateTree(&b, "bootstrap"); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+type validator interface{ ValidateAll() error }
+
+// validateTree validates m and every message below it, unpacking Anys.
+func validateTree(m proto.Message, path string) error {
+	v, ok := m.(validator)
+	if !ok {
+		return fmt.Errorf("%s: %s has no generated validation", path, m.ProtoReflect().Descriptor().FullName())
+	}
+	if err := v.ValidateAll(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return walkAnys(m.ProtoReflect(), path)
+}
+
+// walkAnys finds every google.protobuf.Any under msg, unpacks it with the
+// global registry and validates what it holds.
+func walkAnys(msg protoreflect.Message, path string) error {
+	if a, ok := msg.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: unpack %s: %w", path, a.GetTypeUrl(), err)
+		}
+		return validateTree(inner, path+"("+string(inner.ProtoReflect().Descriptor().FullName())+")")
+	}
+	var err error
+	msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := path + "." + string(fd.Name())
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := 0; i < l.Len() && err == nil; i++ {
+				err = walkAnys(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i))
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				err = walkAnys(mv.Message(), fmt.Sprintf("%s[%s]", p, k.String()))
+				return err == nil
+			})
+		case fd.Message() != nil && !fd.IsList() && !fd.IsMap():
+			err = walkAnys(v.Message(), p)
+		}
+		return err == nil
+	})
+	return err
+}
+
+func readEnvoyYAML(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot, "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestEnvoyBootstrap(t *testing.T) {
+	b, err := loadBootstrap(readEnvoyYAML(t))
+	if err != nil {
+		t.Fatalf("envoy.yaml: %v", err)
+	}
+
+	if got, want := socketAddr(b.GetAdmin().GetAddress()), "127.0.0.1:9901"; got != want {
+		t.Errorf("admin address = %s, want %s", got, want)
+	}
+	ls := b.GetStaticResources().GetListeners()
+	if len(ls) != 1 {
+		t.Fatalf("got %d listeners, want 1", len(ls))
+	}
+	if got, want := socketAddr(ls[0].GetAddress()), "0.0.0.0:8080"; got != want {
+		t.Errorf("listener address = %s, want %s", got, want)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	filters := ls[0].GetFilterChains()[0].GetFilters()
+	if len(filters) != 1 || filters[0].GetName() != "envoy.filters.network.http_connection_manager" {
+		t.Fatalf("listener filters = %v, want one http_connection_manager", filters)
+	}
+	if err := filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	routes := hcm.GetRouteConfig().GetVirtualHosts()
+	if len(routes) != 1 || routes[0].GetRoutes()[0].GetRoute().GetCluster() != "upstream" {
+		t.Errorf("routes do not send everything to cluster upstream: %v", routes)
+	}
+
+	// ext_authz first, the router last: nothing is routed unauthorized.
+	hf := hcm.GetHttpFilters()
+	var names []string
+	for _, f := range hf {
+		names = append(names, f.GetName())
+	}
+	if got, want := strings.Join(names, ","), "envoy.filters.http.ext_authz,envoy.filters.http.router"; got != want {
+		t.Fatalf("http filters = %s, want %s", got, want)
+	}
+	var ea extauthzv3.ExtAuthz
+	if err := hf[0].GetTypedConfig().UnmarshalTo(&ea); err != nil {
+		t.Fatal(err)
+	}
+	if got := ea.GetGrpcService().GetEnvoyGrpc().GetClusterName(); got != "jwtauthz" {
+		t.Errorf("ext_authz cluster = %q, want jwtauthz", got)
+	}
+	if d := ea.GetGrpcService().GetTimeout().AsDuration(); d <= 0 || d > 2e9 {
+		t.Errorf("ext_authz timeout = %v, want set, at most 2s", d)
+	}
+	if got := ea.GetTransportApiVersion(); got != corev3.ApiVersion_V3 {
+		t.Errorf("transport_api_version = %v, want V3", got)
+	}
+	if ea.GetFailureModeAllow() {
+		t.Error("failure_mode_allow = true: jwtauthz must fail closed")
+	}
+	if got := ea.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
+		t.Errorf("status_on_error = %v, want ServiceUnavailable (503)", got)
+	}
+	var router routerv3.Router
+	if err := hf[1].GetTypedConfig().UnmarshalTo(&router); err != nil {
+		t.Errorf("router typed_config: %v", err)
+	}
+
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		clusters[c.GetName()] = c
+	}
+	authz := clusters["jwtauthz"]
+	if authz == nil {
+		t.Fatal("no cluster jwtauthz")
+	}
+	if got, want := clusterEndpoints(authz), "127.0.0.1:9001"; got != want {
+		t.Errorf("cluster jwtauthz endpoints = %s, want %s (jwtauthz's default listen)", got, want)
+	}
+	var po upstreamhttpv3.HttpProtocolOptions
+	anyPO := authz.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+	if anyPO == nil {
+		t.Fatal("cluster jwtauthz has no HttpProtocolOptions: gRPC needs HTTP/2")
+	}
+	if err := anyPO.UnmarshalTo(&po); err != nil {
+		t.Fatal(err)
+	}
+	if po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		t.Error("cluster jwtauthz is not explicitly HTTP/2")
+	}
+	var grpcHC bool
+	for _, hc := range authz.GetHealthChecks() {
+		if g := hc.GetGrpcHealthCheck(); g != nil && g.GetServiceName() == "envoy.service.auth.v3.Authorization" {
+			grpcHC = true
+		}
+	}
+	if !grpcHC {
+		t.Error("cluster jwtauthz has no gRPC health check for envoy.service.auth.v3.Authorization")
+	}
+	if up := clusters["upstream"]; up == nil || clusterEndpoints(up) != "127.0.0.1:8000" {
+		t.Errorf("cluster upstream endpoints = %q, want 127.0.0.1:8000", clusterEndpoints(up))
+	}
+}
+
+// TestEnvoyBootstrapRejects shows the loader is strict: each case breaks
+// envoy.yaml the way a hand edit might, and loading must fail with an error
+// that names the problem.
+func TestEnvoyBootstrapRejects(t *testing.T) {
+	orig := readEnvoyYAML(t)
+	tests := []struct {
+		name, old, new, wantErr string
+	}{
+		{"misspelled field", "failure_mode_allow:", "failure_mode_alow:", `unknown field "failure_mode_alow"`},
+		{"misspelled field in bootstrap", "connect_timeout: 0.25s", "connect_timeuot: 0.25s", `unknown field "connect_timeuot"`},
+		{"unknown filter type", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "envoy.extensions.filters.http.ext_authz.v3.ExtAuth", "ext_authz.v3.ExtAuth"},
+		{"unknown enum value", "transport_api_version: V3", "transport_api_version: V4", "V4"},
+		{"duplicate key", "stat_prefix: ingress_http", "stat_prefix: ingress_http\n                stat_prefix: again", `key "stat_prefix" already set`},
+		{"invalid value in bootstrap", "port_value: 8080", "port_value: 80800", "PortValue"},
+		{"invalid value inside a typed_config", "{code: ServiceUnavailable}", "{code: Empty}", "ExtAuthz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !bytes.Contains(orig, []byte(tt.old)) {
+				t.Fatalf("envoy.yaml no longer contains %q; update the case", tt.old)
+			}
+			broken := bytes.Replace(orig, []byte(tt.old), []byte(tt.new), 1)
+			_, err := loadBootstrap(broken)
+			if err == nil {
+				t.Fatal("loadBootstrap accepted the broken file")
+			}
+			t.Logf("rejected: %v", err)
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want it to mention %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func socketAddr(a *corev3.Address) string {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+}
+
+func clusterEndpoints(c *clusterv3.Cluster) string {
+	var addrs []string
+	for _, e := range c.GetLoadAssignment().GetEndpoints() {
+		for _, lb := range e.GetLbEndpoints() {
+			addrs = append(addrs, socketAddr(lb.GetEndpoint().GetAddress()))
+		}
+	}
+	return strings.Join(addrs, ",")
+}
