@@ -151,7 +151,7 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if s.opts.Logger.Enabled(ctx, slog.LevelDebug) {
 		s.opts.Logger.DebugContext(ctx, "check allowed",
 			"provider", v.provider, "user", v.username, "new_user", id.New,
-			"request_id", requestID(req), "token_sha256", fingerprint(raw))
+			"request_id", requestID(req), "token_sha256", Fingerprint(raw))
 	}
 	return s.allow(hdrs, v, id), v.provider, ReasonOK
 }
@@ -211,16 +211,16 @@ func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider, r
 			attrs = append(attrs, "provider", provider)
 		}
 		if raw != "" {
-			attrs = append(attrs, "token_sha256", fingerprint(raw))
+			attrs = append(attrs, "token_sha256", Fingerprint(raw))
 		}
 		s.opts.Logger.Log(ctx, level, "check denied", attrs...)
 	}
 	return s.denied(reason, err.Error(), tokenGiven), provider, reason
 }
 
-// fingerprint names a token in logs without revealing it: the first 12 hex
+// Fingerprint names a token in logs without revealing it: the first 12 hex
 // digits of its SHA-256.
-func fingerprint(raw string) string {
+func Fingerprint(raw string) string {
 	sum := sha256.Sum256([]byte(raw))
 	return hex.EncodeToString(sum[:6])
 }

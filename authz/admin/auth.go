@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,7 +41,7 @@ func (s *Server) authorize(ctx context.Context, method string) (*caller, error) 
 		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", string(authz.ReasonMissingToken), "err", err)
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	fp := fingerprint(raw)
+	fp := authz.Fingerprint(raw)
 	res, provider, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
 		reason := authz.Classify(err)
@@ -97,13 +95,6 @@ func bearer(ctx context.Context) (string, error) {
 		return "", errors.New("authorization is not a Bearer token: " + hint)
 	}
 	return tok, nil
-}
-
-// fingerprint names a token in logs without revealing it: the first 12 hex
-// digits of its SHA-256, as the Check path logs it.
-func fingerprint(raw string) string {
-	sum := sha256.Sum256([]byte(raw))
-	return hex.EncodeToString(sum[:6])
 }
 
 // requirement is one required claim: a dotted path and the scalar value
