@@ -14,7 +14,6 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/admin"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
-	"github.com/jwtauthz/jwtauthz/store"
 )
 
 // adminService is the health service name of the admin API.
@@ -29,7 +28,7 @@ var adminService = adminv1.UserAdmin_ServiceDesc.ServiceName
 // path's, and require cfg.Admin.RequireClaims. Health and reflection need
 // no token, as on the main listener, so that probes work; they reveal no
 // user.
-func startAdmin(cfg *config, verifier authz.Verifier, db *store.DB, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
+func startAdmin(cfg *config, verifier authz.Verifier, users admin.Users, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
 	if cfg.Admin.Listen == "" {
 		return nil, nil, nil
 	}
@@ -43,7 +42,7 @@ func startAdmin(cfg *config, verifier authz.Verifier, db *store.DB, logger *slog
 		logger.Warn("admin API open to every verified token: admin.require_claims is empty; set e.g. require_claims: {roles: jwtauthz-admin}")
 	}
 	as, err := admin.New(admin.Options{
-		Users:         db,
+		Users:         users,
 		Verifier:      verifier,
 		RequireClaims: cfg.Admin.RequireClaims,
 		Logger:        logger,

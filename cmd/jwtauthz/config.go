@@ -31,9 +31,34 @@ type adminConfig struct {
 	RequireClaims map[string]any `yaml:"require_claims"`
 }
 
+// The store backends.
+const (
+	backendBolt = "bolt"
+	backendEtcd = "etcd"
+)
+
 type storeConfig struct {
-	Path string `yaml:"path"`
+	Backend string      `yaml:"backend"`
+	Path    string      `yaml:"path"`
+	Etcd    *etcdConfig `yaml:"etcd"` // nil when absent; only with backend etcd
 }
+
+type etcdConfig struct {
+	Endpoints    []string      `yaml:"endpoints"`
+	Prefix       string        `yaml:"prefix"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	TLS          etcdTLSConfig `yaml:"tls"`
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"`
+}
+
+type etcdTLSConfig struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+func (t etcdTLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
 type cacheConfig struct {
 	MaxEntries int `yaml:"max_entries"`
@@ -67,7 +92,7 @@ func defaultConfig() config {
 	return config{
 		Listen:     "127.0.0.1:9001",
 		HTTPListen: "127.0.0.1:9090",
-		Store:      storeConfig{Path: "jwtauthz.db"},
+		Store:      storeConfig{Backend: backendBolt, Path: defaultStorePath},
 		Cache:      cacheConfig{MaxEntries: 100000},
 		IdentityHeaders: identityHeadersConfig{
 			User:        "x-auth-user",
@@ -77,6 +102,20 @@ func defaultConfig() config {
 		},
 		ForwardAuthorization: true,
 	}
+}
+
+// defaultStorePath is the bbolt file when store.path is not given.
+const defaultStorePath = "jwtauthz.db"
+
+func defaultEtcd() etcdConfig {
+	return etcdConfig{Prefix: "/jwtauthz/", DialTimeout: 5 * time.Second}
+}
+
+// UnmarshalYAML fills store.etcd's defaults before the file's keys.
+func (e *etcdConfig) UnmarshalYAML(n *yaml.Node) error {
+	*e = defaultEtcd()
+	type plain etcdConfig
+	return n.Decode((*plain)(e))
 }
 
 func defaultProvider() providerConfig {
@@ -125,7 +164,7 @@ func loadConfig(path string) (*config, error) {
 func parseConfig(data []byte) (*config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, err
+		return nil, withLine(data, err)
 	}
 	cfg := defaultConfig()
 	if len(root.Content) == 0 {
@@ -135,7 +174,10 @@ func parseConfig(data []byte) (*config, error) {
 		return nil, err
 	}
 	if err := root.Content[0].Decode(&cfg); err != nil {
-		return nil, explainDecode(err)
+		return nil, withLine(data, explainDecode(err))
+	}
+	if cfg.Store.Backend == backendEtcd && mappingValue(mappingValue(root.Content[0], "store"), "path") == nil {
+		cfg.Store.Path = "" // the bbolt file's default does not apply
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -179,6 +221,19 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 			want = "a list"
 		}
 		return fmt.Errorf("line %d: %s must be %s", n.Line, orRoot(path), want)
+	}
+	return nil
+}
+
+// mappingValue returns the value of key in the mapping n, or nil.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
 	}
 	return nil
 }
@@ -236,9 +291,7 @@ func (c *config) validate() error {
 	if err := checkAddr(c.Admin.Listen, true); err != nil {
 		add("admin.listen", "%v", err)
 	}
-	if c.Store.Path == "" {
-		add("store.path", "must name the bbolt file")
-	}
+	errs = append(errs, c.Store.validate()...)
 	if c.Cache.MaxEntries < 0 {
 		add("cache.max_entries", "must be 0 (disabled) or more, got %d", c.Cache.MaxEntries)
 	}
@@ -274,6 +327,95 @@ func (c *config) validate() error {
 		add("providers", "%d providers have no issuer; at most one may, since tokens are routed by issuer", noIssuer)
 	}
 	return errors.Join(errs...)
+}
+
+// validate checks the store settings. The etcd password and TLS files are
+// read when the store is opened (openStore), with errors named the same
+// way.
+func (s *storeConfig) validate() []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch s.Backend {
+	case backendBolt:
+		if s.Path == "" {
+			add("store.path", "must name the bbolt file")
+		}
+		if s.Etcd != nil {
+			add("store.etcd", "is set but store.backend is bolt; set store.backend: etcd, or remove store.etcd")
+		}
+	case backendEtcd:
+		if s.Path != "" {
+			add("store.path", "names a bbolt file, but store.backend is etcd; remove store.path (and --db)")
+		}
+		if s.Etcd == nil {
+			add("store.etcd.endpoints", "at least one endpoint is required when store.backend is etcd")
+			break
+		}
+		errs = append(errs, s.Etcd.validate("store.etcd")...)
+	default:
+		add("store.backend", "%q is not bolt or etcd", s.Backend)
+	}
+	return errs
+}
+
+func (e *etcdConfig) validate(key string) []error {
+	var errs []error
+	add := func(k, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+	}
+	if len(e.Endpoints) == 0 {
+		add("endpoints", "at least one endpoint is required when store.backend is etcd")
+	}
+	schemes := map[string]bool{}
+	for i, ep := range e.Endpoints {
+		k := fmt.Sprintf("endpoints[%d]", i)
+		scheme, err := checkEndpoint(ep)
+		if err != nil {
+			add(k, "%v", err)
+			continue
+		}
+		schemes[scheme] = true
+		if scheme == "http" && e.TLS.set() {
+			add(k, "%q is plain http:// but tls is set; use https://", ep)
+		}
+	}
+	if schemes["http"] && schemes["https"] {
+		add("endpoints", "mixes http:// and https://; the client uses one transport for every endpoint")
+	}
+	if !strings.HasSuffix(e.Prefix, "/") {
+		add("prefix", "%q must end with \"/\", so that it is not the start of another prefix", e.Prefix)
+	}
+	if e.DialTimeout <= 0 {
+		add("dial_timeout", "must be more than 0s, got %v", e.DialTimeout)
+	}
+	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
+		add("tls", "cert_file and key_file go together (a client certificate and its key)")
+	}
+	if e.Username != "" && e.PasswordFile == "" {
+		add("password_file", "is required with username")
+	}
+	if e.PasswordFile != "" && e.Username == "" {
+		add("username", "is required with password_file")
+	}
+	return errs
+}
+
+// checkEndpoint checks an etcd client URL, http(s)://host:port or
+// host:port, and returns its scheme ("" for host:port).
+func checkEndpoint(ep string) (scheme string, err error) {
+	addr := ep
+	if before, after, ok := strings.Cut(ep, "://"); ok {
+		scheme, addr = before, after
+		if scheme != "http" && scheme != "https" {
+			return "", fmt.Errorf("%q: the scheme must be http or https", ep)
+		}
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil || strings.Contains(addr, "/") {
+		return "", fmt.Errorf("%q is not an http(s)://host:port URL or a host:port address", ep)
+	}
+	return scheme, nil
 }
 
 // validate checks one provider's settings. Its files are read when the

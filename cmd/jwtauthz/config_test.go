@@ -1,6 +1,13 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +22,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	p := cfg.Providers[0]
 	if cfg.Listen != "127.0.0.1:9001" || cfg.HTTPListen != "127.0.0.1:9090" || cfg.Store.Path != "jwtauthz.db" ||
+		cfg.Store.Backend != "bolt" || cfg.Store.Etcd != nil ||
 		cfg.Cache.MaxEntries != 100000 || !cfg.ForwardAuthorization || cfg.IdentityHeaders.User != "x-auth-user" ||
 		cfg.IdentityHeaders.StripPrefix != "x-auth-" {
 		t.Errorf("top-level defaults wrong: %+v", cfg)
@@ -51,6 +59,27 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"bad claim header", "providers: [{pem_files: [k], claim_headers: {X-Email: email}}]", []string{`providers[0].claim_headers: "X-Email"`}},
 		{"providers not a list", "providers: {name: a}", []string{"providers must be a list"}},
 		{"bad jwks url", "providers: [{jwks_url: 'ftp://x'}]", []string{`providers[0].jwks_url: "ftp://x"`}},
+		{"unknown store backend", "store: {backend: redis}\nproviders: [{pem_files: [k]}]", []string{`store.backend: "redis" is not bolt or etcd`}},
+		{"empty bolt path", "store: {path: ''}\nproviders: [{pem_files: [k]}]", []string{"store.path: must name the bbolt file"}},
+		{"etcd without store.etcd", "store: {backend: etcd}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.endpoints: at least one endpoint is required when store.backend is etcd"}},
+		{"etcd without endpoints", "store: {backend: etcd, etcd: {endpoints: []}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.endpoints: at least one endpoint is required when store.backend is etcd"}},
+		{"store.etcd with bolt", "store: {etcd: {endpoints: ['etcd:2379']}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd: is set but store.backend is bolt"}},
+		{"store.path with etcd", "store: {backend: etcd, path: users.db, etcd: {endpoints: ['etcd:2379']}}\nproviders: [{pem_files: [k]}]", []string{"store.path: names a bbolt file, but store.backend is etcd"}},
+		{"unknown etcd key", "store: {backend: etcd, etcd: {endpoint: ['etcd:2379']}}\nproviders: [{pem_files: [k]}]", []string{`line 1`, `unknown key "store.etcd.endpoint"`}},
+		{"unknown etcd tls key", "store:\n  backend: etcd\n  etcd:\n    endpoints: ['https://etcd:2379']\n    tls: {ca: ca.pem}\nproviders: [{pem_files: [k]}]", []string{`line 5`, `unknown key "store.etcd.tls.ca"`}},
+		{"etcd endpoints not a list", "store: {backend: etcd, etcd: {endpoints: 'etcd:2379'}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.endpoints must be a list"}},
+		{"etcd endpoint scheme", "store: {backend: etcd, etcd: {endpoints: ['ftp://etcd:2379']}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.endpoints[0]: "ftp://etcd:2379": the scheme must be http or https`}},
+		{"etcd endpoint without port", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379', 'etcd']}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.endpoints[1]: "etcd" is not an http(s)://host:port URL or a host:port address`}},
+		{"etcd endpoint with path", "store: {backend: etcd, etcd: {endpoints: ['http://etcd:2379/v3']}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.endpoints[0]: "http://etcd:2379/v3" is not`}},
+		{"etcd http with tls", "store: {backend: etcd, etcd: {endpoints: ['http://etcd:2379'], tls: {ca_file: ca.pem}}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.endpoints[0]: "http://etcd:2379" is plain http:// but tls is set; use https://`}},
+		{"etcd mixed schemes", "store: {backend: etcd, etcd: {endpoints: ['http://a:2379', 'https://b:2379']}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.endpoints: mixes http:// and https://"}},
+		{"etcd prefix without slash", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], prefix: /jwtauthz}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.prefix: "/jwtauthz" must end with "/"`}},
+		{"etcd empty prefix", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], prefix: ''}}\nproviders: [{pem_files: [k]}]", []string{`store.etcd.prefix: "" must end with "/"`}},
+		{"etcd bad dial_timeout", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], dial_timeout: soon}}\nproviders: [{pem_files: [k]}]", []string{"soon", "duration"}},
+		{"etcd zero dial_timeout", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], dial_timeout: 0s}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.dial_timeout: must be more than 0s, got 0s"}},
+		{"etcd cert without key", "store: {backend: etcd, etcd: {endpoints: ['https://etcd:2379'], tls: {cert_file: c.pem}}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.tls: cert_file and key_file go together"}},
+		{"etcd username without password", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], username: jwtauthz}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.password_file: is required with username"}},
+		{"etcd password without username", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], password_file: pw}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.username: is required with password_file"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,4 +141,160 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestParseConfigEtcd(t *testing.T) {
+	cfg, err := parseConfig([]byte("store:\n  backend: etcd\n  etcd:\n    endpoints: [http://10.0.0.1:2379, 'etcd-1:2379']\nproviders:\n  - pem_files: [k.pem]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := cfg.Store.Etcd
+	if cfg.Store.Backend != "etcd" || cfg.Store.Path != "" || e == nil {
+		t.Fatalf("store = %+v, want backend etcd, no path, store.etcd set", cfg.Store)
+	}
+	if len(e.Endpoints) != 2 || e.Prefix != "/jwtauthz/" || e.DialTimeout != 5*time.Second || e.Username != "" || e.TLS.set() {
+		t.Errorf("store.etcd defaults wrong: %+v", e)
+	}
+	// --db sets store.path after the file was read.
+	cfg.Store.Path = "users.db"
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "store.path: names a bbolt file, but store.backend is etcd; remove store.path (and --db)") {
+		t.Errorf("validate with --db and etcd = %v", err)
+	}
+}
+
+func TestEtcdOptionsReadFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	password := write("password", "s3cret\n")
+	empty := write("empty", "\n")
+	garbage := write("garbage.pem", "not pem")
+	ca, cert, key := writeTestCA(t, dir)
+	missing := filepath.Join(dir, "missing")
+
+	base := func() *etcdConfig {
+		c := defaultEtcd()
+		c.Endpoints = []string{"https://etcd:2379"}
+		return &c
+	}
+	t.Run("password and TLS", func(t *testing.T) {
+		c := base()
+		c.Username, c.PasswordFile = "jwtauthz", password
+		c.TLS = etcdTLSConfig{CAFile: ca, CertFile: cert, KeyFile: key}
+		opts, err := etcdOptions(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.Username != "jwtauthz" || opts.Password != "s3cret" {
+			t.Errorf("credentials = %q, %q; want jwtauthz, s3cret (without the newline)", opts.Username, opts.Password)
+		}
+		if opts.TLS == nil || opts.TLS.RootCAs == nil || len(opts.TLS.Certificates) != 1 {
+			t.Errorf("TLS = %+v, want the CA pool and one client certificate", opts.TLS)
+		}
+		if opts.Prefix != "/jwtauthz/" || opts.DialTimeout != 5*time.Second || opts.RequestTimeout != opts.DialTimeout {
+			t.Errorf("options = %+v", opts)
+		}
+	})
+	t.Run("https without tls uses the system roots", func(t *testing.T) {
+		opts, err := etcdOptions(base())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opts.TLS == nil || opts.TLS.RootCAs != nil {
+			t.Errorf("TLS = %+v, want TLS with the system roots", opts.TLS)
+		}
+	})
+	t.Run("plain", func(t *testing.T) {
+		c := base()
+		c.Endpoints = []string{"http://etcd:2379"}
+		if opts, err := etcdOptions(c); err != nil || opts.TLS != nil {
+			t.Errorf("etcdOptions = TLS %v, %v; want no TLS", opts.TLS, err)
+		}
+	})
+
+	errTests := []struct {
+		name   string
+		modify func(c *etcdConfig)
+		want   []string
+	}{
+		{"missing password file", func(c *etcdConfig) { c.Username, c.PasswordFile = "u", missing }, []string{"store.etcd.password_file", missing, "no such file"}},
+		{"empty password file", func(c *etcdConfig) { c.Username, c.PasswordFile = "u", empty }, []string{"store.etcd.password_file", "is empty"}},
+		{"missing CA", func(c *etcdConfig) { c.TLS.CAFile = missing }, []string{"store.etcd.tls.ca_file", missing}},
+		{"CA not PEM", func(c *etcdConfig) { c.TLS.CAFile = garbage }, []string{"store.etcd.tls.ca_file: no PEM certificate in " + garbage}},
+		{"key does not fit", func(c *etcdConfig) { c.TLS.CertFile, c.TLS.KeyFile = cert, garbage }, []string{"store.etcd.tls.cert_file, key_file"}},
+	}
+	for _, tc := range errTests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.modify(c)
+			_, err := etcdOptions(c)
+			if err == nil {
+				t.Fatal("etcdOptions succeeded, want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// writeTestCA writes a self-signed CA certificate, and a client
+// certificate and key it signed, as PEM files in dir.
+func writeTestCA(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "jwtauthz"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientDER, err := x509.CreateCertificate(rand.Reader, clientTmpl, caCert, &clientKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("client.pem", "CERTIFICATE", clientDER), write("client-key.pem", "PRIVATE KEY", keyDER)
 }

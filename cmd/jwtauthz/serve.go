@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -21,7 +24,9 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/jwtauthz/jwtauthz/authz"
+	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/store/etcd"
 )
 
 // authzService is the health service name Envoy's gRPC health check of the
@@ -33,7 +38,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	cfgPath := fs.String("config", "", "config file (default $JWTAUTHZ_CONFIG)")
 	listen := fs.String("listen", "", "gRPC listen address (overrides listen)")
 	httpListen := fs.String("http-listen", "", `HTTP listen address for /metrics /healthz /readyz (overrides http_listen; "off" disables)`)
-	db := fs.String("db", "", "bbolt file (overrides store.path)")
+	db := fs.String("db", "", "bbolt file (overrides store.path; store.backend bolt only)")
 	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to report NOT_SERVING before stopping, so load balancers move away")
 	logFormat := fs.String("log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -122,11 +127,111 @@ type serviceOptions struct {
 	httpClient *http.Client     // for JWKS fetches; default one with a timeout
 }
 
+// userStore is what serve needs of a store backend: the Check path's
+// Login, the admin API's calls, and its own lifecycle.
+type userStore interface {
+	Login(ctx context.Context, l store.Login) (store.Identity, error)
+	User(ctx context.Context, provider, username string) (*adminv1.User, error)
+	List(ctx context.Context, provider string, afterID uint64, limit int) ([]*adminv1.User, error)
+	SetActive(ctx context.Context, provider, username string, active bool) (*adminv1.User, error)
+	Flush() error
+	Close() error
+	// Ready reports whether the store was reached at least once; health
+	// is NOT_SERVING until then.
+	Ready() bool
+}
+
+// boltStore is the bbolt store, ready once it is open.
+type boltStore struct{ *store.DB }
+
+func (boltStore) Ready() bool { return true }
+
+// openStore opens the configured backend. The bbolt file is opened at
+// once; etcd is reached in the background, so that jwtauthz starts, and
+// reports NOT_SERVING, while etcd is down.
+func openStore(cfg *config, logger *slog.Logger) (userStore, error) {
+	if cfg.Store.Backend != backendEtcd {
+		db, err := store.Open(store.Options{Path: cfg.Store.Path, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return boltStore{db}, nil
+	}
+	opts, err := etcdOptions(cfg.Store.Etcd)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	opts.Logger = logger
+	s, err := etcd.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// etcdOptions reads the files store.etcd names; errors name the key.
+func etcdOptions(c *etcdConfig) (etcd.Options, error) {
+	opts := etcd.Options{
+		Endpoints:   c.Endpoints,
+		Prefix:      c.Prefix,
+		DialTimeout: c.DialTimeout,
+		// One bound for connecting and for each request: a Check that
+		// must create a user never waits longer on etcd.
+		RequestTimeout: c.DialTimeout,
+		Username:       c.Username,
+	}
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return opts, fmt.Errorf("store.etcd.password_file: %w", err)
+		}
+		// Files written by echo or an editor end with a newline; the
+		// password does not.
+		if opts.Password = strings.TrimRight(string(b), "\r\n"); opts.Password == "" {
+			return opts, fmt.Errorf("store.etcd.password_file: %s is empty", c.PasswordFile)
+		}
+	}
+	https := false
+	for _, ep := range c.Endpoints {
+		https = https || strings.HasPrefix(ep, "https://")
+	}
+	if !https && !c.TLS.set() {
+		return opts, nil
+	}
+	opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots unless ca_file
+	if f := c.TLS.CAFile; f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return opts, fmt.Errorf("store.etcd.tls.ca_file: %w", err)
+		}
+		opts.TLS.RootCAs = x509.NewCertPool()
+		if !opts.TLS.RootCAs.AppendCertsFromPEM(pem) {
+			return opts, fmt.Errorf("store.etcd.tls.ca_file: no PEM certificate in %s", f)
+		}
+	}
+	if c.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return opts, fmt.Errorf("store.etcd.tls.cert_file, key_file: %w", err)
+		}
+		opts.TLS.Certificates = []tls.Certificate{cert}
+	}
+	return opts, nil
+}
+
+// storeString describes the store for the start-up log.
+func storeString(cfg *config) string {
+	if cfg.Store.Backend == backendEtcd {
+		return fmt.Sprintf("etcd %s prefix %s", strings.Join(cfg.Store.Etcd.Endpoints, ","), cfg.Store.Etcd.Prefix)
+	}
+	return cfg.Store.Path
+}
+
 // service is a running jwtauthz: store, providers, gRPC and HTTP servers.
 type service struct {
 	cfg       *config
 	logger    *slog.Logger
-	store     *store.DB
+	store     userStore
 	provs     *providers
 	grpc      *grpc.Server
 	health    *health.Server
@@ -141,7 +246,7 @@ type service struct {
 
 // startService opens the store, builds the providers and starts listening.
 // It returns once the listeners are bound; health turns SERVING when every
-// provider has a key.
+// provider has a key and the store was reached.
 func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *service, err error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
@@ -157,7 +262,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	db, err := store.Open(store.Options{Path: cfg.Store.Path, Logger: o.logger})
+	db, err := openStore(cfg, o.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +343,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		}()
 	}
 	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr), "admin", addrString(svc.adminAddr),
-		"store", cfg.Store.Path, "providers", len(cfg.Providers))
+		"store", storeString(cfg), "providers", len(cfg.Providers))
 	return svc, nil
 }
 
@@ -249,15 +354,17 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// watchReady turns health SERVING once every provider has a key; keys are
-// never dropped afterwards (a failed refresh keeps the last good ones).
+// watchReady turns health SERVING once every provider has a key and the
+// store was reached. Neither is lost afterwards: a failed refresh keeps
+// the last good keys, and known users are served from memory while etcd is
+// unreachable.
 func (s *service) watchReady(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if s.provs.ready() {
+		if s.provs.ready() && s.store.Ready() {
 			s.setServing(true)
-			s.logger.Info("ready: every provider has keys")
+			s.logger.Info("ready: every provider has keys and the store is loaded")
 			return
 		}
 		select {
