@@ -71,3 +71,18 @@ func (m *Metrics) CacheLookup(hit bool) {
 	}
 	m.cache.WithLabelValues("miss").Inc()
 }
+
+// ServingGauge reports jwtauthz_serving: 1 while the service's health is
+// SERVING, 0 while it is not (starting without keys or store, or draining),
+// so an alert needs no other exporter.
+func ServingGauge(serving func() bool) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jwtauthz_serving",
+		Help: "1 while grpc.health.v1 reports SERVING for envoy.service.auth.v3.Authorization, else 0.",
+	}, func() float64 {
+		if serving() {
+			return 1
+		}
+		return 0
+	})
+}

@@ -324,6 +324,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 	healthpb.RegisterHealthServer(svc.grpc, svc.health)
 	reflection.Register(svc.grpc)
 	svc.setServing(false)
+	reg.MustRegister(authz.ServingGauge(svc.serving))
 
 	provs.runRemotes(runCtx)
 	go svc.watchReady(runCtx)

@@ -188,6 +188,7 @@ func TestServeEndToEnd(t *testing.T) {
 		`jwtauthz_checks_total{decision="deny",provider="none",reason="missing_token"} 1`,
 		`jwtauthz_users_created_total 1`,
 		`jwtauthz_check_duration_seconds_count 3`,
+		`jwtauthz_serving 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -203,6 +204,9 @@ func TestServeEndToEnd(t *testing.T) {
 	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_NOT_SERVING)
 	if code, _ := httpGet(t, "http://"+httpAddr+"/readyz"); code != 503 {
 		t.Errorf("/readyz while draining = %d, want 503", code)
+	}
+	if _, m := httpGet(t, "http://"+httpAddr+"/metrics"); !strings.Contains(m, "jwtauthz_serving 0") {
+		t.Errorf("/metrics while draining lacks jwtauthz_serving 0")
 	}
 	if out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok); code != 0 {
 		t.Errorf("check during drain: exit %d\n%s", code, out)
