@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -27,10 +28,12 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
@@ -105,6 +108,23 @@ func runHelm(args ...string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
+// writeValues writes a values file for one test and returns its path. Not
+// in t.TempDir(): its name comes from the test's, and helm splits --values
+// at commas.
+func writeValues(t *testing.T, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(helmHome, "values-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	return f.Name()
+}
+
 // render runs helm template on the chart with the given values files
 // (relative to the chart) and --set flags.
 func render(t *testing.T, valuesFiles []string, set ...string) ([]byte, error) {
@@ -128,7 +148,7 @@ func renderChartDir(t *testing.T, dir string, valuesFiles []string, set ...strin
 }
 
 // valueSets are the chart's ci/ values files, each rendered and checked.
-var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml"}
+var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml", "etcd-values.yaml", "etcd-hpa-values.yaml"}
 
 func TestChartLint(t *testing.T) {
 	if out, err := helm(t, "lint", "--strict", "--kube-version", kubeVersion, chartDir); err != nil {
@@ -147,6 +167,8 @@ type manifests struct {
 	services        []*corev1.Service
 	serviceAccounts []*corev1.ServiceAccount
 	statefulSets    []*appsv1.StatefulSet
+	deployments     []*appsv1.Deployment
+	hpas            []*autoscalingv2.HorizontalPodAutoscaler
 	pdbs            []*policyv1.PodDisruptionBudget
 	netpols         []*networkingv1.NetworkPolicy
 	serviceMonitors []*monitoringv1.ServiceMonitor
@@ -211,6 +233,12 @@ func parseManifests(out []byte) (*manifests, [][]byte, error) {
 		case "apps/v1/StatefulSet":
 			o := &appsv1.StatefulSet{}
 			m.statefulSets, obj = append(m.statefulSets, o), o
+		case "apps/v1/Deployment":
+			o := &appsv1.Deployment{}
+			m.deployments, obj = append(m.deployments, o), o
+		case "autoscaling/v2/HorizontalPodAutoscaler":
+			o := &autoscalingv2.HorizontalPodAutoscaler{}
+			m.hpas, obj = append(m.hpas, o), o
 		case "policy/v1/PodDisruptionBudget":
 			o := &policyv1.PodDisruptionBudget{}
 			m.pdbs, obj = append(m.pdbs, o), o
@@ -239,24 +267,36 @@ func parseManifests(out []byte) (*manifests, [][]byte, error) {
 // mistakes a template edit can make, which kubectl apply (client-side)
 // and many API server versions would drop silently.
 func TestManifestDecodingIsStrict(t *testing.T) {
-	out, err := render(t, []string{"ci/observability-values.yaml"})
-	if err != nil {
-		t.Fatal(err)
+	outs := map[string][]byte{}
+	for _, v := range []string{"ci/observability-values.yaml", "ci/etcd-values.yaml", "ci/etcd-hpa-values.yaml"} {
+		out, err := render(t, []string{v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := parseManifests(out); err != nil {
+			t.Fatalf("the unmodified rendering of %s: %v", v, err)
+		}
+		outs[v] = out
 	}
-	if _, _, err := parseManifests(out); err != nil {
-		t.Fatalf("the unmodified rendering: %v", err)
-	}
-	tests := []struct{ name, old, new, wantErr string }{
-		{"misspelled field", "appProtocol: grpc", "appProtocl: grpc", `unknown field "spec.ports[0].appProtocl"`},
-		{"wrong case", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "readOnlyRootFileSystem"},
-		{"field at the wrong level", "      terminationGracePeriodSeconds:", "      terminationGracePeriod:", `unknown field "spec.template.spec.terminationGracePeriod"`},
-		{"misspelled ServiceMonitor field", "scrapeTimeout:", "scrape_timeout:", "scrape_timeout"},
-		{"misspelled PrometheusRule field", "          for: 15m", "          for_: 15m", "for_"},
-		{"wrong type", "replicas: 1", "replicas: one", "replicas"},
-		{"duplicate key", "  serviceName: jwtauthz\n", "  serviceName: jwtauthz\n  serviceName: other\n", "already set"},
+	tests := []struct{ name, values, old, new, wantErr string }{
+		{"misspelled field", "", "appProtocol: grpc", "appProtocl: grpc", `unknown field "spec.ports[0].appProtocl"`},
+		{"wrong case", "", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "readOnlyRootFileSystem"},
+		{"field at the wrong level", "", "      terminationGracePeriodSeconds:", "      terminationGracePeriod:", `unknown field "spec.template.spec.terminationGracePeriod"`},
+		{"misspelled ServiceMonitor field", "", "scrapeTimeout:", "scrape_timeout:", "scrape_timeout"},
+		{"misspelled PrometheusRule field", "", "          for: 15m", "          for_: 15m", "for_"},
+		{"wrong type", "", "replicas: 1", "replicas: one", "replicas"},
+		{"duplicate key", "", "  serviceName: jwtauthz\n", "  serviceName: jwtauthz\n  serviceName: other\n", "already set"},
+		{"misspelled Deployment field", "ci/etcd-values.yaml", "maxSurge: 1", "maxSurge_: 1", `unknown field "spec.strategy.rollingUpdate.maxSurge_"`},
+		{"misspelled affinity field", "ci/etcd-values.yaml", "topologyKey:", "topologykey:", "topologykey"},
+		{"wrong Deployment replicas type", "ci/etcd-values.yaml", "replicas: 3", "replicas: three", "replicas"},
+		{"misspelled HorizontalPodAutoscaler field", "ci/etcd-hpa-values.yaml", "averageUtilization:", "averageUtilisation:", "averageUtilisation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.values == "" {
+				tt.values = "ci/observability-values.yaml"
+			}
+			out := outs[tt.values]
 			if !bytes.Contains(out, []byte(tt.old)) {
 				t.Fatalf("the rendering no longer contains %q; update the case", tt.old)
 			}
@@ -319,19 +359,28 @@ func checkMeta(t *testing.T, kind string, js []byte) {
 }
 
 func TestChartRender(t *testing.T) {
-	base := []string{"ConfigMap", "PodDisruptionBudget", "Service", "ServiceAccount", "StatefulSet"}
+	base := []string{"ConfigMap", "PodDisruptionBudget", "Service", "ServiceAccount"}
 	tests := []struct {
-		name   string
-		values []string // ci/ files
-		set    []string
-		kinds  []string // beyond base
-		check  func(t *testing.T, m *manifests)
+		name       string
+		values     []string // ci/ files
+		valuesYAML string   // a values file's content, after values
+		set        []string
+		workload   string   // StatefulSet (the default) or Deployment
+		kinds      []string // beyond base and the workload
+		check      func(t *testing.T, m *manifests)
 	}{
 		{
 			name: "default values",
 			check: func(t *testing.T, m *manifests) {
 				checkKeysVolume(t, m, "jwtauthz-keys", "")
 				checkPVC(t, m, "", "1Gi")
+				// One pod: the chart adds no anti-affinity of its own.
+				if a := m.workload(t).pod.Spec.Affinity; a != nil {
+					t.Errorf("affinity = %+v, want none with bolt", a)
+				}
+				if got := m.pdbs[0].Spec.MaxUnavailable; got == nil || got.String() != "1" {
+					t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 1", got)
+				}
 			},
 		},
 		{
@@ -366,7 +415,7 @@ func TestChartRender(t *testing.T) {
 			check: func(t *testing.T, m *manifests) {
 				checkServiceMonitor(t, m)
 				np := m.netpols[0]
-				if !labelsMatch(np.Spec.PodSelector.MatchLabels, m.statefulSets[0].Spec.Template.Labels) {
+				if !labelsMatch(np.Spec.PodSelector.MatchLabels, m.workload(t).pod.Labels) {
 					t.Error("NetworkPolicy does not select the pod")
 				}
 				var ports []string
@@ -421,6 +470,11 @@ func TestChartRender(t *testing.T) {
 				if !strings.Contains(ruleExpr(t, rule, "JWTAuthzStoreErrors"), `reason="store_unavailable"`) {
 					t.Error(`JWTAuthzStoreErrors does not select reason="store_unavailable"`)
 				}
+				// jwtauthz's own gauge, not kube-state-metrics: it works for
+				// either workload and needs no other exporter.
+				if got, want := ruleExpr(t, rule, "JWTAuthzNotServing"), `jwtauthz_serving{namespace="jwtauthz", job="jwtauthz"} == 0`; got != want {
+					t.Errorf("JWTAuthzNotServing expr = %q, want %q", got, want)
+				}
 			},
 		},
 		{
@@ -431,7 +485,7 @@ func TestChartRender(t *testing.T) {
 				if len(sts.Spec.VolumeClaimTemplates) != 0 {
 					t.Error("volumeClaimTemplates rendered with persistence.enabled=false")
 				}
-				if v := volume(sts, "data"); v == nil || v.EmptyDir == nil {
+				if v := volume(&sts.Spec.Template, "data"); v == nil || v.EmptyDir == nil {
 					t.Errorf("data volume = %+v, want an emptyDir", v)
 				}
 				if got, want := container(t, m).Image, "ghcr.io/jwtauthz/jwtauthz@sha256:"+strings.Repeat("ab", 32); got != want {
@@ -439,16 +493,157 @@ func TestChartRender(t *testing.T) {
 				}
 			},
 		},
+		{
+			// The acceptance case of issue 7: store.backend etcd with three
+			// replicas renders a Deployment that decodes strictly.
+			name:     "etcd, three replicas, TLS and auth",
+			values:   []string{"ci/etcd-values.yaml"},
+			workload: "Deployment",
+			check: func(t *testing.T, m *manifests) {
+				d := m.deployments[0]
+				if got := deref(d.Spec.Replicas); got != 3 {
+					t.Errorf("replicas = %d, want 3", got)
+				}
+				// A rollout adds a pod before it removes one.
+				if ru := d.Spec.Strategy.RollingUpdate; d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType || ru == nil ||
+					ru.MaxUnavailable.String() != "0" || ru.MaxSurge.String() != "1" {
+					t.Errorf("strategy = %+v, want RollingUpdate with maxUnavailable 0, maxSurge 1", d.Spec.Strategy)
+				}
+				checkAntiAffinity(t, m)
+				if got := m.pdbs[0].Spec.MaxUnavailable; got == nil || got.String() != "1" {
+					t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 1: replicas are evicted one at a time", got)
+				}
+				checkKeysVolume(t, m, "jwtauthz-keys", "")
+				if p := containerPort(container(t, m), "grpc-admin"); p == nil || p.ContainerPort != 9002 {
+					t.Errorf("container port grpc-admin = %+v, want 9002", p)
+				}
+
+				e := renderedStoreOf(t, m).Etcd
+				wantEndpoints := []string{
+					"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
+					"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
+					"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
+				}
+				if !slices.Equal(e.Endpoints, wantEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != "3s" {
+					t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %q, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, wantEndpoints)
+				}
+				if e.TLS == nil {
+					t.Fatal("store.etcd.tls is missing")
+				}
+				for _, f := range []struct{ key, path, secretKey string }{
+					{"ca_file", e.TLS.CAFile, "ca.crt"},
+					{"cert_file", e.TLS.CertFile, "tls.crt"},
+					{"key_file", e.TLS.KeyFile, "tls.key"},
+				} {
+					checkSecretFile(t, m, "store.etcd.tls."+f.key, f.path, "jwtauthz-etcd-tls", f.secretKey)
+				}
+				if e.Username != "jwtauthz" {
+					t.Errorf("store.etcd.username = %q, want jwtauthz", e.Username)
+				}
+				checkSecretFile(t, m, "store.etcd.password_file", e.PasswordFile, "jwtauthz-etcd-auth", "password")
+			},
+		},
+		{
+			name:     "etcd, autoscaled",
+			values:   []string{"ci/etcd-hpa-values.yaml"},
+			workload: "Deployment",
+			kinds:    []string{"HorizontalPodAutoscaler", "PrometheusRule", "ServiceMonitor"},
+			check: func(t *testing.T, m *manifests) {
+				d := m.deployments[0]
+				if d.Spec.Replicas != nil {
+					t.Errorf("replicas = %d, want none: the HorizontalPodAutoscaler owns the count", *d.Spec.Replicas)
+				}
+				hpa := m.hpas[0]
+				if ref := hpa.Spec.ScaleTargetRef; ref.APIVersion != "apps/v1" || ref.Kind != "Deployment" || ref.Name != d.Name {
+					t.Errorf("scaleTargetRef = %+v, want apps/v1 Deployment %s", ref, d.Name)
+				}
+				if deref(hpa.Spec.MinReplicas) != 3 || hpa.Spec.MaxReplicas != 10 {
+					t.Errorf("replicas %d..%d, want 3..10", deref(hpa.Spec.MinReplicas), hpa.Spec.MaxReplicas)
+				}
+				if ms := hpa.Spec.Metrics; len(ms) != 1 || ms[0].Type != autoscalingv2.ResourceMetricSourceType || ms[0].Resource == nil ||
+					ms[0].Resource.Name != corev1.ResourceCPU || ms[0].Resource.Target.Type != autoscalingv2.UtilizationMetricType ||
+					deref(ms[0].Resource.Target.AverageUtilization) != 60 {
+					t.Errorf("metrics = %+v, want CPU utilization 60%%", ms)
+				}
+				if container(t, m).Resources.Requests.Cpu().String() != "250m" {
+					t.Errorf("cpu request = %v, want 250m (the HPA's utilization is relative to it)", container(t, m).Resources.Requests.Cpu())
+				}
+				checkAntiAffinity(t, m)
+				if got := m.pdbs[0].Spec.MaxUnavailable; got == nil || got.String() != "25%" {
+					t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 25%%", got)
+				}
+				e := renderedStoreOf(t, m).Etcd
+				if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != "5s" {
+					t.Errorf("store.etcd = %+v, want the plaintext endpoint with the default prefix and dial_timeout", e)
+				}
+				if e.TLS != nil || e.Username != "" || e.PasswordFile != "" {
+					t.Errorf("store.etcd tls %+v username %q password_file %q, want none", e.TLS, e.Username, e.PasswordFile)
+				}
+				pod := m.workload(t).pod
+				for _, name := range []string{"etcd-tls", "etcd-auth"} {
+					if volume(pod, name) != nil || volumeMount(container(t, m), name) != nil {
+						t.Errorf("volume %s rendered without its Secret in the values", name)
+					}
+				}
+				rule := m.promRules[0]
+				for _, g := range rule.Spec.Groups {
+					for _, r := range g.Rules {
+						checkAlertTemplates(t, r)
+					}
+				}
+				if desc := ruleAnnotation(t, rule, "JWTAuthzStoreErrors", "description"); !strings.Contains(desc, "etcd") || strings.Contains(desc, "bbolt") {
+					t.Errorf("JWTAuthzStoreErrors description speaks of the wrong store: %s", desc)
+				}
+			},
+		},
+		{
+			name: "etcd, CA only, own affinity",
+			set: []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd.example.internal:2379}", "replicaCount=2",
+				"store.etcd.tls.existingSecret=etcd-ca", "store.etcd.tls.secretKeys.ca=ca.pem", "store.etcd.tls.secretKeys.cert=", "store.etcd.tls.secretKeys.key="},
+			valuesYAML: `affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: node-role.example.com/auth, operator: Exists}
+`,
+			workload: "Deployment",
+			check: func(t *testing.T, m *manifests) {
+				if got := deref(m.deployments[0].Spec.Replicas); got != 2 {
+					t.Errorf("replicas = %d, want 2", got)
+				}
+				a := m.workload(t).pod.Spec.Affinity
+				if a == nil || a.NodeAffinity == nil || a.PodAntiAffinity != nil {
+					t.Errorf("affinity = %+v, want the values' nodeAffinity in place of the default anti-affinity", a)
+				}
+				e := renderedStoreOf(t, m).Etcd
+				if e.TLS == nil || e.TLS.CertFile != "" || e.TLS.KeyFile != "" {
+					t.Fatalf("store.etcd.tls = %+v, want ca_file only", e.TLS)
+				}
+				checkSecretFile(t, m, "store.etcd.tls.ca_file", e.TLS.CAFile, "etcd-ca", "ca.pem")
+				if items := volume(m.workload(t).pod, "etcd-tls").Secret.Items; len(items) != 1 {
+					t.Errorf("etcd-tls items = %+v, want the CA only", items)
+				}
+				if volume(m.workload(t).pod, "etcd-auth") != nil {
+					t.Error("etcd-auth volume rendered without store.etcd.auth")
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			out, err := render(t, tt.values, tt.set...)
+			values := tt.values
+			if tt.valuesYAML != "" {
+				values = append(slices.Clone(values), writeValues(t, tt.valuesYAML))
+			}
+			out, err := render(t, values, tt.set...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			m := decodeManifests(t, out)
-			wantKinds := append(slices.Clone(base), tt.kinds...)
+			workload := cmp.Or(tt.workload, "StatefulSet")
+			wantKinds := append(append(slices.Clone(base), workload), tt.kinds...)
 			sort.Strings(wantKinds)
 			if !slices.Equal(m.kinds, wantKinds) {
 				t.Fatalf("rendered kinds = %v, want %v", m.kinds, wantKinds)
@@ -461,36 +656,124 @@ func TestChartRender(t *testing.T) {
 	}
 }
 
+// workload is a rendering's one pod controller: the StatefulSet (store
+// backend bolt) or the Deployment (etcd), which share one pod template.
+type workload struct {
+	kind     string
+	name     string
+	replicas *int32
+	selector *metav1.LabelSelector
+	pod      *corev1.PodTemplateSpec
+}
+
+func (m *manifests) workload(t *testing.T) workload {
+	t.Helper()
+	switch {
+	case len(m.statefulSets) == 1 && len(m.deployments) == 0:
+		s := m.statefulSets[0]
+		return workload{"StatefulSet", s.Name, s.Spec.Replicas, s.Spec.Selector, &s.Spec.Template}
+	case len(m.deployments) == 1 && len(m.statefulSets) == 0:
+		d := m.deployments[0]
+		return workload{"Deployment", d.Name, d.Spec.Replicas, d.Spec.Selector, &d.Spec.Template}
+	}
+	t.Fatalf("rendered %d StatefulSets and %d Deployments, want one of either", len(m.statefulSets), len(m.deployments))
+	return workload{}
+}
+
+// renderedStore is the store section of the rendered config.yaml, decoded
+// strictly so that a key the chart should not write (store.path with etcd)
+// shows up.
+type renderedStore struct {
+	Backend string  `json:"backend"`
+	Path    *string `json:"path"`
+	Etcd    *struct {
+		Endpoints   []string `json:"endpoints"`
+		Prefix      string   `json:"prefix"`
+		DialTimeout string   `json:"dial_timeout"`
+		TLS         *struct {
+			CAFile   string `json:"ca_file"`
+			CertFile string `json:"cert_file"`
+			KeyFile  string `json:"key_file"`
+		} `json:"tls"`
+		Username     string `json:"username"`
+		PasswordFile string `json:"password_file"`
+	} `json:"etcd"`
+}
+
+// renderedConfig is the part of the rendered config.yaml the chart sets.
+type renderedConfig struct {
+	Listen     string          `json:"listen"`
+	HTTPListen string          `json:"http_listen"`
+	Store      json.RawMessage `json:"store"`
+}
+
+func renderedStoreOf(t *testing.T, m *manifests) *renderedStore {
+	t.Helper()
+	var cfg renderedConfig
+	if err := yaml.Unmarshal([]byte(configFile(t, m)), &cfg); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	var st renderedStore
+	if err := strictJSON(cfg.Store, &st); err != nil {
+		t.Fatalf("config.yaml store: %v\n%s", err, cfg.Store)
+	}
+	return &st
+}
+
 // checkWorkload asserts what every rendering must hold: the probes, ports,
-// security context, mounted config and the single replica.
+// security context and mounted config, and per store backend: bolt's single
+// replica on its volume, etcd's replicas with no volume and every file its
+// config names mounted from a Secret.
 func checkWorkload(t *testing.T, m *manifests) {
 	t.Helper()
-	sts := m.statefulSets[0]
-	pod := sts.Spec.Template
+	w := m.workload(t)
+	pod := w.pod
 	c := container(t, m)
+	etcd := w.kind == "Deployment"
 
-	if deref(sts.Spec.Replicas) != 1 {
-		t.Errorf("replicas = %d, want 1", deref(sts.Spec.Replicas))
-	}
-	if !labelsMatch(sts.Spec.Selector.MatchLabels, pod.Labels) {
-		t.Errorf("StatefulSet selector %v does not match the pod labels %v", sts.Spec.Selector.MatchLabels, pod.Labels)
+	if !labelsMatch(w.selector.MatchLabels, pod.Labels) {
+		t.Errorf("%s selector %v does not match the pod labels %v", w.kind, w.selector.MatchLabels, pod.Labels)
 	}
 	svc := m.services[0]
-	if sts.Spec.ServiceName != svc.Name {
-		t.Errorf("serviceName = %q, want the Service %q", sts.Spec.ServiceName, svc.Name)
+	if !etcd {
+		if deref(w.replicas) != 1 {
+			t.Errorf("replicas = %d, want 1", deref(w.replicas))
+		}
+		if sts := m.statefulSets[0]; sts.Spec.ServiceName != svc.Name {
+			t.Errorf("serviceName = %q, want the Service %q", sts.Spec.ServiceName, svc.Name)
+		}
 	}
 	if got, want := c.Image, "ghcr.io/jwtauthz/jwtauthz:"+chartAppVersion(t); got != want && !strings.Contains(got, "@sha256:") {
 		t.Errorf("image = %s, want %s", got, want)
 	}
 
-	// Probes: native gRPC on the gRPC port; readiness names the Authorization service.
+	// Probes. Readiness: native gRPC on the gRPC port, naming the
+	// Authorization service. Startup and liveness: with bolt, gRPC on "";
+	// with etcd, GET /healthz on the http port, so that an etcd that is
+	// down at start leaves the pods unready instead of restarting them.
 	for name, p := range map[string]*corev1.Probe{"startup": c.StartupProbe, "liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
-		if p == nil || p.GRPC == nil {
-			t.Errorf("%s probe = %+v, want a grpc probe", name, p)
+		if p == nil {
+			t.Errorf("no %s probe", name)
 			continue
 		}
-		if p.HTTPGet != nil || p.TCPSocket != nil || p.Exec != nil {
-			t.Errorf("%s probe has more than one handler", name)
+		handlers := 0
+		for _, set := range []bool{p.GRPC != nil, p.HTTPGet != nil, p.TCPSocket != nil, p.Exec != nil} {
+			if set {
+				handlers++
+			}
+		}
+		if handlers != 1 {
+			t.Errorf("%s probe has %d handlers, want 1", name, handlers)
+		}
+		if etcd && name != "readiness" {
+			if p.HTTPGet == nil || p.HTTPGet.Path != "/healthz" || p.HTTPGet.Port.String() != "http" {
+				t.Errorf("%s probe = %+v, want GET /healthz on port http", name, p.ProbeHandler)
+			}
+			continue
+		}
+		if p.GRPC == nil {
+			t.Errorf("%s probe = %+v, want a grpc probe", name, p.ProbeHandler)
+			continue
 		}
 		if p.GRPC.Port != 9001 {
 			t.Errorf("%s probe port = %d, want 9001", name, p.GRPC.Port)
@@ -565,7 +848,7 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if mount == nil || mount.MountPath != "/etc/jwtauthz/config.yaml" || mount.SubPath != "config.yaml" || !mount.ReadOnly {
 		t.Errorf("config mount = %+v, want config.yaml read-only at /etc/jwtauthz/config.yaml", mount)
 	}
-	v := volume(sts, "config")
+	v := volume(pod, "config")
 	if v == nil || v.ConfigMap == nil {
 		t.Fatalf("config volume = %+v, want a ConfigMap", v)
 	}
@@ -573,21 +856,49 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if cm == nil {
 		t.Fatalf("config volume names ConfigMap %q, which the chart does not render", v.ConfigMap.Name)
 	}
-	var cfg struct {
-		Listen     string `json:"listen"`
-		HTTPListen string `json:"http_listen"`
-		Store      struct {
-			Path string `json:"path"`
-		} `json:"store"`
-	}
+	var cfg renderedConfig
 	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatalf("config.yaml: %v", err)
 	}
-	if cfg.Listen != "0.0.0.0:9001" || cfg.HTTPListen != "0.0.0.0:9090" || cfg.Store.Path != "/data/jwtauthz.db" {
-		t.Errorf("config.yaml listen %q http_listen %q store.path %q, want 0.0.0.0:9001, 0.0.0.0:9090, /data/jwtauthz.db", cfg.Listen, cfg.HTTPListen, cfg.Store.Path)
+	if cfg.Listen != "0.0.0.0:9001" || cfg.HTTPListen != "0.0.0.0:9090" {
+		t.Errorf("config.yaml listen %q http_listen %q, want 0.0.0.0:9001, 0.0.0.0:9090", cfg.Listen, cfg.HTTPListen)
 	}
-	if dm := volumeMount(c, "data"); dm == nil || dm.MountPath != "/data" || dm.ReadOnly {
-		t.Errorf("data mount = %+v, want /data, writable", dm)
+	st := renderedStoreOf(t, m)
+	if etcd {
+		// No volume for the users: no claim, no data volume, and no bbolt
+		// path in the config (jwtauthz refuses store.path with etcd).
+		if st.Backend != "etcd" || st.Path != nil || st.Etcd == nil || len(st.Etcd.Endpoints) == 0 {
+			t.Errorf("config.yaml store: backend %q, path %q (set: %v), etcd %+v; want backend etcd with endpoints and no path", st.Backend, deref(st.Path), st.Path != nil, st.Etcd)
+		}
+		if volume(pod, "data") != nil || volumeMount(c, "data") != nil {
+			t.Error("a data volume is rendered with store.backend etcd")
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil || v.Ephemeral != nil {
+				t.Errorf("volume %s claims storage with store.backend etcd", v.Name)
+			}
+		}
+		if st.Etcd != nil {
+			// Every file the config names is in the pod, from a Secret.
+			files := []string{st.Etcd.PasswordFile}
+			if st.Etcd.TLS != nil {
+				files = append(files, st.Etcd.TLS.CAFile, st.Etcd.TLS.CertFile, st.Etcd.TLS.KeyFile)
+			}
+			for _, f := range files {
+				if f != "" {
+					if _, _, err := secretFile(pod, c, f); err != nil {
+						t.Errorf("config.yaml names %s: %v", f, err)
+					}
+				}
+			}
+		}
+	} else {
+		if st.Backend != "bolt" || deref(st.Path) != "/data/jwtauthz.db" || st.Etcd != nil {
+			t.Errorf("config.yaml store: backend %q, path %q, etcd %+v; want backend bolt, path /data/jwtauthz.db, no etcd", st.Backend, deref(st.Path), st.Etcd)
+		}
+		if dm := volumeMount(c, "data"); dm == nil || dm.MountPath != "/data" || dm.ReadOnly {
+			t.Errorf("data mount = %+v, want /data, writable", dm)
+		}
 	}
 	if pod.Annotations["checksum/config"] == "" {
 		t.Error("no checksum/config annotation: a config change would not roll the pod")
@@ -599,10 +910,75 @@ func checkWorkload(t *testing.T, m *manifests) {
 	}
 }
 
+// secretFile finds the Secret key that the container sees at path: a
+// read-only mount of a Secret volume at path's directory, with an item of
+// that file name. It returns the Secret's name and the key.
+func secretFile(pod *corev1.PodTemplateSpec, c *corev1.Container, path string) (secret, key string, err error) {
+	dir, file := filepath.Split(path)
+	dir = strings.TrimSuffix(dir, "/")
+	for _, mt := range c.VolumeMounts {
+		if mt.MountPath != dir {
+			continue
+		}
+		v := volume(pod, mt.Name)
+		if v == nil || v.Secret == nil {
+			return "", "", fmt.Errorf("%s is mounted from volume %s, not a Secret", dir, mt.Name)
+		}
+		if !mt.ReadOnly || mt.SubPath != "" {
+			return "", "", fmt.Errorf("mount %+v: want read-only, without subPath", mt)
+		}
+		if deref(v.Secret.DefaultMode) != 0o440 {
+			return "", "", fmt.Errorf("volume %s defaultMode %#o, want 0440 (the pod's group only)", v.Name, deref(v.Secret.DefaultMode))
+		}
+		for _, it := range v.Secret.Items {
+			if it.Path == file {
+				return v.Secret.SecretName, it.Key, nil
+			}
+		}
+		return "", "", fmt.Errorf("Secret volume %s (%s) projects no %s: items %+v", v.Name, v.Secret.SecretName, file, v.Secret.Items)
+	}
+	return "", "", fmt.Errorf("nothing is mounted at %s", dir)
+}
+
+// checkSecretFile checks that the config key's file is the Secret's key.
+func checkSecretFile(t *testing.T, m *manifests, configKey, path, wantSecret, wantKey string) {
+	t.Helper()
+	if path == "" {
+		t.Errorf("%s is not set", configKey)
+		return
+	}
+	secret, key, err := secretFile(m.workload(t).pod, container(t, m), path)
+	if err != nil {
+		t.Errorf("%s %s: %v", configKey, path, err)
+		return
+	}
+	if secret != wantSecret || key != wantKey {
+		t.Errorf("%s %s comes from Secret %s key %s, want %s key %s", configKey, path, secret, key, wantSecret, wantKey)
+	}
+}
+
+// checkAntiAffinity checks the default preferred anti-affinity that
+// spreads the etcd-backed replicas over nodes.
+func checkAntiAffinity(t *testing.T, m *manifests) {
+	t.Helper()
+	pod := m.workload(t).pod
+	a := pod.Spec.Affinity
+	if a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Fatalf("affinity = %+v, want one preferred pod anti-affinity term", a)
+	}
+	if len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 0 {
+		t.Error("required pod anti-affinity: replicas beyond the node count would never schedule")
+	}
+	term := a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0]
+	if term.Weight != 100 || term.PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" ||
+		term.PodAffinityTerm.LabelSelector == nil || !labelsMatch(term.PodAffinityTerm.LabelSelector.MatchLabels, pod.Labels) {
+		t.Errorf("anti-affinity term = %+v, want weight 100 on kubernetes.io/hostname, selecting the pods", term)
+	}
+}
+
 func checkKeysVolume(t *testing.T, m *manifests, secret, configMap string) {
 	t.Helper()
-	sts := m.statefulSets[0]
-	v, mount := volume(sts, "keys"), volumeMount(container(t, m), "keys")
+	v, mount := volume(m.workload(t).pod, "keys"), volumeMount(container(t, m), "keys")
 	if secret == "" && configMap == "" {
 		if v != nil || mount != nil {
 			t.Errorf("keys volume %+v mounted at %+v, want none", v, mount)
@@ -671,6 +1047,19 @@ func checkAlertTemplates(t *testing.T, r monitoringv1.Rule) {
 	}
 }
 
+func ruleAnnotation(t *testing.T, rule *monitoringv1.PrometheusRule, alert, key string) string {
+	t.Helper()
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == alert {
+				return r.Annotations[key]
+			}
+		}
+	}
+	t.Fatalf("no alert %s", alert)
+	return ""
+}
+
 func ruleExpr(t *testing.T, rule *monitoringv1.PrometheusRule, alert string) string {
 	t.Helper()
 	for _, g := range rule.Spec.Groups {
@@ -694,7 +1083,35 @@ func TestChartRefuses(t *testing.T) {
 		wantErr []string
 	}{
 		{name: "two replicas share no bbolt file", set: []string{"replicaCount=2"},
-			wantErr: []string{"replicaCount is 2", "bbolt allows one process per file", "Use one replica (replicaCount: 1)"}},
+			wantErr: []string{"replicaCount is 2", "bbolt allows one process per file", "Use one replica (replicaCount: 1)", "set store.backend: etcd"}},
+		{name: "etcd without endpoints", set: []string{"store.backend=etcd", "replicaCount=3"},
+			wantErr: []string{"store.backend is etcd, but store.etcd.endpoints is empty"}},
+		{name: "unknown backend", set: []string{"store.backend=postgres"},
+			wantErr: []string{"at '/store/backend': value must be one of 'bolt', 'etcd'"}},
+		{name: "store.path is the chart's", set: []string{"store.path=/data/other.db"},
+			wantErr: []string{"at '/store': additional properties 'path' not allowed"}},
+		{name: "etcd endpoints with bolt", set: []string{"store.etcd.endpoints={https://etcd-0.etcd:2379}"},
+			wantErr: []string{"store.etcd.endpoints is set, but store.backend is bolt"}},
+		{name: "autoscaling with bolt", set: []string{"autoscaling.enabled=true"},
+			wantErr: []string{"autoscaling.enabled needs store.backend: etcd"}},
+		{name: "etcd endpoint with a path", set: []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd-0.etcd:2379/v3}"},
+			wantErr: []string{"at '/store/etcd/endpoints/0'", "does not match pattern"}},
+		{name: "etcd prefix without a trailing slash", set: append(etcdSet(), "store.etcd.prefix=/jwtauthz"),
+			wantErr: []string{"at '/store/etcd/prefix'"}},
+		{name: "etcd endpoints mixing http and https", set: []string{"store.backend=etcd", "store.etcd.endpoints={http://etcd-0.etcd:2379,https://etcd-1.etcd:2379}"},
+			wantErr: []string{"store.etcd.endpoints mixes http:// (http://etcd-0.etcd:2379) and https://"}},
+		{name: "etcd TLS over http", set: []string{"store.backend=etcd", "store.etcd.endpoints={http://etcd-0.etcd:2379}", "store.etcd.tls.existingSecret=etcd-tls"},
+			wantErr: []string{"store.etcd.tls.existingSecret is set, but store.etcd.endpoints are plain http://", "use https://"}},
+		{name: "etcd client certificate without its key", set: append(etcdSet(), "store.etcd.tls.existingSecret=etcd-tls", "store.etcd.tls.secretKeys.key="),
+			wantErr: []string{"store.etcd.tls.secretKeys.cert and .key go together"}},
+		{name: "etcd username without a password Secret", set: append(etcdSet(), "store.etcd.auth.username=jwtauthz"),
+			wantErr: []string{`store.etcd.auth.username is "jwtauthz", but store.etcd.auth.existingSecret is empty`}},
+		{name: "etcd password Secret without a username", set: append(etcdSet(), "store.etcd.auth.existingSecret=etcd-auth"),
+			wantErr: []string{`store.etcd.auth.existingSecret is "etcd-auth", but store.etcd.auth.username is empty`}},
+		{name: "autoscaling minimum above maximum", set: append(etcdSet(), "autoscaling.enabled=true", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=3"),
+			wantErr: []string{"autoscaling.minReplicas (5) is more than autoscaling.maxReplicas (3)"}},
+		{name: "autoscaling without a CPU request", set: append(etcdSet(), "autoscaling.enabled=true", "resources.requests=null"),
+			wantErr: []string{"resources.requests.cpu is not set"}},
 		{name: "misspelled top-level value", set: []string{"replicaCont=1"},
 			wantErr: []string{"additional properties 'replicaCont' not allowed"}},
 		{name: "listen is set by the chart", set: []string{"config.listen=0.0.0.0:1"},
@@ -715,11 +1132,7 @@ func TestChartRefuses(t *testing.T) {
 			t.Parallel()
 			var files []string
 			if tt.values != "" {
-				f := filepath.Join(t.TempDir(), "values.yaml")
-				if err := os.WriteFile(f, []byte(tt.values), 0o600); err != nil {
-					t.Fatal(err)
-				}
-				files = append(files, f)
+				files = append(files, writeValues(t, tt.values))
 			}
 			out, err := render(t, files, tt.set...)
 			if err == nil {
@@ -733,6 +1146,11 @@ func TestChartRefuses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// etcdSet is --set flags for a valid etcd backend, for the cases to spoil.
+func etcdSet() []string {
+	return []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd-0.etcd:2379}"}
 }
 
 // dashboard is the part of a Grafana dashboard the tests read.
@@ -853,14 +1271,11 @@ func monitoringMetricNames(t *testing.T) map[string][]string {
 	return used
 }
 
-// notFromJWTAuthz are the series the alerts use that Prometheus and
-// kube-state-metrics provide, not jwtauthz: scrape health (a dead process
-// exports nothing) and the readiness of the StatefulSet's pods (NOT_SERVING
-// shows as a failing readiness probe).
+// notFromJWTAuthz are the series the alerts use that Prometheus provides,
+// not jwtauthz: scrape health (a dead process exports nothing). NOT_SERVING
+// is jwtauthz's own jwtauthz_serving.
 var notFromJWTAuthz = map[string]string{
-	"up":                                     "Prometheus, per scrape target",
-	"kube_statefulset_replicas":              "kube-state-metrics",
-	"kube_statefulset_status_replicas_ready": "kube-state-metrics",
+	"up": "Prometheus, per scrape target",
 }
 
 // TestMonitoringMetricsExist checks every metric name in the dashboard and
@@ -870,9 +1285,9 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	used := monitoringMetricNames(t)
 	exported := scrapeRunningJWTAuthz(t)
 
-	for _, name := range []string{"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total", "jwtauthz_jwks_refresh_total", "jwtauthz_token_cache_requests_total"} {
+	for _, name := range []string{"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total", "jwtauthz_jwks_refresh_total", "jwtauthz_token_cache_requests_total", "jwtauthz_serving"} {
 		if !exported[name] {
-			t.Errorf("jwtauthz does not export %s (SPEC.md lists it)", name)
+			t.Errorf("jwtauthz does not export %s (the README lists it)", name)
 		}
 		if len(used[name]) == 0 {
 			t.Errorf("the dashboard and alerts never use %s", name)
@@ -1172,7 +1587,7 @@ func chartAppVersion(t *testing.T) string {
 
 func configFile(t *testing.T, m *manifests) string {
 	t.Helper()
-	cm := configMap(m, m.statefulSets[0].Name)
+	cm := configMap(m, m.workload(t).name)
 	if cm == nil {
 		t.Fatal("no config ConfigMap")
 	}
@@ -1181,7 +1596,7 @@ func configFile(t *testing.T, m *manifests) string {
 
 func container(t *testing.T, m *manifests) *corev1.Container {
 	t.Helper()
-	cs := m.statefulSets[0].Spec.Template.Spec.Containers
+	cs := m.workload(t).pod.Spec.Containers
 	if len(cs) != 1 {
 		t.Fatalf("got %d containers, want 1", len(cs))
 	}
@@ -1197,10 +1612,10 @@ func configMap(m *manifests, name string) *corev1.ConfigMap {
 	return nil
 }
 
-func volume(sts *appsv1.StatefulSet, name string) *corev1.Volume {
-	for i, v := range sts.Spec.Template.Spec.Volumes {
+func volume(pod *corev1.PodTemplateSpec, name string) *corev1.Volume {
+	for i, v := range pod.Spec.Volumes {
 		if v.Name == name {
-			return &sts.Spec.Template.Spec.Volumes[i]
+			return &pod.Spec.Volumes[i]
 		}
 	}
 	return nil

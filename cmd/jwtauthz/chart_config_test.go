@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -18,6 +21,22 @@ import (
 // builds helm (a few minutes without a build cache).
 func renderChartConfig(t *testing.T, valuesFile string) []byte {
 	t.Helper()
+	var files []string
+	if valuesFile != "" {
+		files = append(files, filepath.Join("charts/jwtauthz/ci", valuesFile))
+	}
+	out, err := helmTemplateConfig(t, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// helmTemplateConfig runs helm template with the values files (relative to
+// the repository) and --set flags, and returns the config file, or helm's
+// error with its stderr.
+func helmTemplateConfig(t *testing.T, valuesFiles []string, set ...string) ([]byte, error) {
+	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -25,8 +44,11 @@ func renderChartConfig(t *testing.T, valuesFile string) []byte {
 	args := []string{"tool", "-modfile=" + filepath.Join(root, "tools", "go.mod"), "helm",
 		"template", "jwtauthz", "charts/jwtauthz", "--namespace", "jwtauthz", "--kube-version", "1.33.0",
 		"--show-only", "templates/configmap.yaml"}
-	if valuesFile != "" {
-		args = append(args, "--values", filepath.Join("charts/jwtauthz/ci", valuesFile))
+	for _, f := range valuesFiles {
+		args = append(args, "--values", f)
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
 	}
 	home := t.TempDir()
 	cmd := exec.Command("go", args...)
@@ -35,7 +57,7 @@ func renderChartConfig(t *testing.T, valuesFile string) []byte {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 
 	dec := yaml.NewDecoder(&stdout)
@@ -50,14 +72,13 @@ func renderChartConfig(t *testing.T, valuesFile string) []byte {
 			break
 		}
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		if obj.Kind == "ConfigMap" && obj.Data["config.yaml"] != "" {
-			return []byte(obj.Data["config.yaml"])
+			return []byte(obj.Data["config.yaml"]), nil
 		}
 	}
-	t.Fatal("the chart rendered no ConfigMap with config.yaml")
-	return nil
+	return nil, errors.New("the chart rendered no ConfigMap with config.yaml")
 }
 
 // TestChartConfigLoads checks that the config file the Helm chart renders
@@ -97,6 +118,36 @@ func TestChartConfigLoads(t *testing.T) {
 		}},
 		{"monitoring-values.yaml", nil},
 		{"observability-values.yaml", nil},
+		{"etcd-values.yaml", func(t *testing.T, c *config) {
+			e := etcdOf(t, c)
+			want := []string{
+				"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
+				"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
+				"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
+			}
+			if !slices.Equal(e.Endpoints, want) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
+				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, want)
+			}
+			wantTLS := etcdTLSConfig{CAFile: "/etc/jwtauthz/etcd-tls/ca.crt", CertFile: "/etc/jwtauthz/etcd-tls/tls.crt", KeyFile: "/etc/jwtauthz/etcd-tls/tls.key"}
+			if e.TLS != wantTLS {
+				t.Errorf("store.etcd.tls = %+v, want %+v", e.TLS, wantTLS)
+			}
+			if e.Username != "jwtauthz" || e.PasswordFile != "/etc/jwtauthz/etcd-auth/password" {
+				t.Errorf("store.etcd username %q password_file %q, want jwtauthz, /etc/jwtauthz/etcd-auth/password", e.Username, e.PasswordFile)
+			}
+			if c.Admin.Listen != "0.0.0.0:9002" {
+				t.Errorf("admin.listen = %q, want 0.0.0.0:9002", c.Admin.Listen)
+			}
+		}},
+		{"etcd-hpa-values.yaml", func(t *testing.T, c *config) {
+			e := etcdOf(t, c)
+			if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != 5*time.Second {
+				t.Errorf("store.etcd = %+v, want the plaintext endpoint, /jwtauthz/, 5s", e)
+			}
+			if e.TLS.set() || e.Username != "" || e.PasswordFile != "" {
+				t.Errorf("store.etcd tls %+v username %q password_file %q, want none", e.TLS, e.Username, e.PasswordFile)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		name := tt.values
@@ -110,8 +161,24 @@ func TestChartConfigLoads(t *testing.T) {
 			if err != nil {
 				t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
 			}
-			if c.Listen != "0.0.0.0:9001" || c.HTTPListen != "0.0.0.0:9090" || c.Store.Path != "/data/jwtauthz.db" {
-				t.Errorf("listen %q http_listen %q store.path %q, want 0.0.0.0:9001, 0.0.0.0:9090, /data/jwtauthz.db", c.Listen, c.HTTPListen, c.Store.Path)
+			if c.Listen != "0.0.0.0:9001" || c.HTTPListen != "0.0.0.0:9090" {
+				t.Errorf("listen %q http_listen %q, want 0.0.0.0:9001, 0.0.0.0:9090", c.Listen, c.HTTPListen)
+			}
+			// bolt: the file on the pod's volume. etcd: no store.path at
+			// all, which parseConfig would refuse, and store.etcd set.
+			switch c.Store.Backend {
+			case backendBolt:
+				if c.Store.Path != "/data/jwtauthz.db" || c.Store.Etcd != nil {
+					t.Errorf("store = %+v, want path /data/jwtauthz.db and no etcd", c.Store)
+				}
+			case backendEtcd:
+				var doc struct{ Store map[string]any }
+				if err := yaml.Unmarshal(data, &doc); err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := doc.Store["path"]; ok || c.Store.Etcd == nil {
+					t.Errorf("store = %v, want etcd and no path", doc.Store)
+				}
 			}
 			for _, p := range c.Providers {
 				for _, f := range append(nonEmpty(p.HMACSecretFile, p.JWKSFile, p.ClaimsSchema), p.PEMFiles...) {
@@ -127,6 +194,15 @@ func TestChartConfigLoads(t *testing.T) {
 	}
 }
 
+// etcdOf returns store.etcd, failing the test when the backend is not etcd.
+func etcdOf(t *testing.T, c *config) *etcdConfig {
+	t.Helper()
+	if c.Store.Backend != backendEtcd || c.Store.Etcd == nil {
+		t.Fatalf("store = %+v, want backend etcd", c.Store)
+	}
+	return c.Store.Etcd
+}
+
 // nonEmpty returns the strings of ss that are not empty.
 func nonEmpty(ss ...string) []string {
 	var out []string
@@ -136,4 +212,45 @@ func nonEmpty(ss ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestChartRefusesWhatConfigRefuses checks that what the chart refuses to
+// render with store.backend etcd, jwtauthz would refuse to load too, and
+// that both name the same key; and that bolt still refuses a second
+// replica, pointing at etcd.
+func TestChartRefusesWhatConfigRefuses(t *testing.T) {
+	t.Run("etcd without endpoints", func(t *testing.T) {
+		t.Parallel()
+		const key = "store.etcd.endpoints"
+		_, err := helmTemplateConfig(t, nil, "store.backend=etcd", "replicaCount=3")
+		if err == nil || !strings.Contains(err.Error(), "store.backend is etcd, but "+key+" is empty") {
+			t.Errorf("helm template: %v, want a refusal naming %s", err, key)
+		}
+		// The same config with the endpoints left out, as jwtauthz reads it.
+		data, err := helmTemplateConfig(t, []string{"charts/jwtauthz/ci/etcd-values.yaml"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		delete(doc["store"].(map[string]any)["etcd"].(map[string]any), "endpoints")
+		noEndpoints, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parseConfig(noEndpoints); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("parseConfig: %v, want an error naming %s", err, key)
+		}
+	})
+	t.Run("bolt with two replicas", func(t *testing.T) {
+		t.Parallel()
+		_, err := helmTemplateConfig(t, nil, "replicaCount=2")
+		for _, want := range []string{"replicaCount is 2", "bbolt allows one process per file", "store.backend: etcd"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("helm template: %v, want a refusal mentioning %q", err, want)
+			}
+		}
+	})
 }

@@ -6,6 +6,8 @@ agree on these.
 {{- define "jwtauthz.httpPort" -}}9090{{- end }}
 {{- define "jwtauthz.keysDir" -}}/etc/jwtauthz/keys{{- end }}
 {{- define "jwtauthz.dbPath" -}}/data/jwtauthz.db{{- end }}
+{{- define "jwtauthz.etcdTLSDir" -}}/etc/jwtauthz/etcd-tls{{- end }}
+{{- define "jwtauthz.etcdAuthDir" -}}/etc/jwtauthz/etcd-auth{{- end }}
 {{- define "jwtauthz.authzService" -}}envoy.service.auth.v3.Authorization{{- end }}
 
 {{/* Chart name, truncated to the 63 characters a label value allows. */}}
@@ -68,6 +70,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when the users are in etcd (a Deployment), "" for bolt (a StatefulSet). */}}
+{{- define "jwtauthz.etcd" -}}
+{{- if eq .Values.store.backend "etcd" }}true{{ end }}
+{{- end }}
+
 {{/* The admin API's port, from config.admin.listen ("host:port"), or "". */}}
 {{- define "jwtauthz.adminPort" -}}
 {{- with .Values.config.admin.listen }}{{ regexFind "[0-9]+$" . }}{{ end }}
@@ -78,8 +85,18 @@ Checks across values that values.schema.json cannot express. configmap.yaml,
 which every render includes, runs them once.
 */}}
 {{- define "jwtauthz.validate" -}}
+{{- if include "jwtauthz.etcd" . }}
+{{- include "jwtauthz.validateEtcd" . }}
+{{- else }}
 {{- if gt (int .Values.replicaCount) 1 }}
-{{- fail (printf "\n\nreplicaCount is %d, but jwtauthz keeps its users in a bbolt file (%s) on the pod's volume, and bbolt allows one process per file: each extra replica would get its own empty volume and a separate, diverging user database (and on a shared volume it could not open the file at all). Use one replica (replicaCount: 1). jwtauthz restarts in seconds, and Envoy answers 503 (fail closed) meanwhile; a store that several replicas can share is a separate piece of work." (int .Values.replicaCount) (include "jwtauthz.dbPath" .)) }}
+{{- fail (printf "\n\nreplicaCount is %d, but with store.backend bolt jwtauthz keeps its users in a bbolt file (%s) on the pod's volume, and bbolt allows one process per file: each extra replica would get its own empty volume and a separate, diverging user database (and on a shared volume it could not open the file at all). Use one replica (replicaCount: 1), which restarts in seconds while Envoy answers 503 (fail closed); or, for several replicas sharing one user registry, set store.backend: etcd and store.etcd.endpoints to an etcd cluster (see the chart README)." (int .Values.replicaCount) (include "jwtauthz.dbPath" .)) }}
+{{- end }}
+{{- if .Values.store.etcd.endpoints }}
+{{- fail "\n\nstore.etcd.endpoints is set, but store.backend is bolt, which keeps the users in a bbolt file and never reads it. Set store.backend: etcd to use etcd, or remove store.etcd.endpoints." }}
+{{- end }}
+{{- if .Values.autoscaling.enabled }}
+{{- fail "\n\nautoscaling.enabled needs store.backend: etcd: with bolt, jwtauthz runs as one pod (bbolt allows one process per file), which an autoscaler cannot scale." }}
+{{- end }}
 {{- end }}
 {{- $minGrace := add (int .Values.drainSeconds) 15 }}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $minGrace) }}
@@ -97,5 +114,74 @@ which every render includes, runs them once.
 {{- fail (printf "\n\nconfig.providers[%d] reads %s, but neither keys.secretName nor keys.configMapName is set, so nothing is mounted at %s." $i . $keysDir) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of the etcd values, mirroring what jwtauthz's config loader would
+refuse at start (store.etcd.*), so that a mistake fails the install rather
+than crash-looping the pods.
+*/}}
+{{- define "jwtauthz.validateEtcd" -}}
+{{- $etcd := .Values.store.etcd }}
+{{- if not $etcd.endpoints }}
+{{- fail "\n\nstore.backend is etcd, but store.etcd.endpoints is empty: list the client URLs of your etcd cluster's members, e.g. [https://etcd-0.etcd-headless.etcd.svc:2379, https://etcd-1.etcd-headless.etcd.svc:2379, https://etcd-2.etcd-headless.etcd.svc:2379]." }}
+{{- end }}
+{{- $http := list }}
+{{- $https := list }}
+{{- range $etcd.endpoints }}
+{{- if hasPrefix "http://" . }}{{ $http = append $http . }}{{ end }}
+{{- if hasPrefix "https://" . }}{{ $https = append $https . }}{{ end }}
+{{- end }}
+{{- if and $http $https }}
+{{- fail (printf "\n\nstore.etcd.endpoints mixes http:// (%s) and https:// (%s); the etcd client uses one transport for every endpoint." (join ", " $http) (join ", " $https)) }}
+{{- end }}
+{{- $tls := $etcd.tls }}
+{{- if $tls.existingSecret }}
+{{- if $http }}
+{{- fail (printf "\n\nstore.etcd.tls.existingSecret is set, but store.etcd.endpoints are plain http:// (%s): use https:// URLs for a TLS connection to etcd." (join ", " $http)) }}
+{{- end }}
+{{- if not (or $tls.secretKeys.ca $tls.secretKeys.cert $tls.secretKeys.key) }}
+{{- fail "\n\nstore.etcd.tls.existingSecret is set, but store.etcd.tls.secretKeys names none of its keys (ca, cert, key)." }}
+{{- end }}
+{{- if ne (empty $tls.secretKeys.cert) (empty $tls.secretKeys.key) }}
+{{- fail "\n\nstore.etcd.tls.secretKeys.cert and .key go together (a client certificate and its private key): set both, or both to \"\"." }}
+{{- end }}
+{{- end }}
+{{- $auth := $etcd.auth }}
+{{- if and $auth.username (not $auth.existingSecret) }}
+{{- fail (printf "\n\nstore.etcd.auth.username is %q, but store.etcd.auth.existingSecret is empty: name the Secret holding that user's password under the key \"password\"." $auth.username) }}
+{{- end }}
+{{- if and $auth.existingSecret (not $auth.username) }}
+{{- fail (printf "\n\nstore.etcd.auth.existingSecret is %q, but store.etcd.auth.username is empty: set the etcd user the password belongs to." $auth.existingSecret) }}
+{{- end }}
+{{- with .Values.autoscaling }}
+{{- if .enabled }}
+{{- if gt (int .minReplicas) (int .maxReplicas) }}
+{{- fail (printf "\n\nautoscaling.minReplicas (%d) is more than autoscaling.maxReplicas (%d)." (int .minReplicas) (int .maxReplicas)) }}
+{{- end }}
+{{- if not (dig "requests" "cpu" "" ($.Values.resources | default dict)) }}
+{{- fail "\n\nautoscaling.enabled scales on CPU use relative to the CPU request, but resources.requests.cpu is not set." }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The preferred anti-affinity that spreads etcd-backed replicas over nodes,
+unless .Values.affinity replaces it. Renders the affinity object, or "".
+*/}}
+{{- define "jwtauthz.affinity" -}}
+{{- if .Values.affinity }}
+{{- toYaml .Values.affinity }}
+{{- else if include "jwtauthz.etcd" . }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "jwtauthz.selectorLabels" . | nindent 12 }}
 {{- end }}
 {{- end }}
