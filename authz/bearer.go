@@ -101,18 +101,22 @@ func bearerToken(h requestHeaders) (string, error) {
 		return "", fmt.Errorf("authorization header has the Bearer scheme but no token")
 	}
 	for i := 0; i < len(tok); i++ {
-		if !isToken68(tok[i]) {
+		if !token68[tok[i]] {
 			return "", fmt.Errorf("authorization header must hold exactly one token; byte %d is not allowed in a token", i)
 		}
 	}
 	return tok, nil
 }
 
-// isToken68 reports whether c may appear in a b64token (RFC 6750 §2.1).
-func isToken68(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '='
-}
+// token68 marks the bytes a b64token may hold (RFC 6750 §2.1). A table,
+// because this runs on every byte of every token, cached or not.
+var token68 = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '='
+	}
+	return t
+}()
 
 // lower lowercases ASCII without allocating when s is already lowercase,
 // as Envoy sends it.

@@ -3,11 +3,7 @@ package authz
 import (
 	"crypto/sha256"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // verified is what the Check path needs of a verified token, and what the
@@ -21,17 +17,6 @@ type verified struct {
 	validUntil time.Time         // exp + leeway: valid strictly before it
 	keyGen     uint64            // generation of the key set that verified it
 
-	// allow holds the parts of an allow answer that depend only on this
-	// token and its user, built on the first allow and shared by every
-	// later one: a user's id never changes. Shared messages are never
-	// mutated after they are built, and gRPC marshaling only reads them.
-	allow atomic.Pointer[allowParts]
-}
-
-type allowParts struct {
-	userID   uint64
-	headers  []*corev3.HeaderValueOption
-	metadata *structpb.Struct // with new_user false
 }
 
 // cacheShards spreads the cache's lock; a power of two.

@@ -187,6 +187,7 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		Users:                db,
 		Headers:              h,
 		ClaimHeaders:         o.claimHeaders,
+		Providers:            []string{"default"},
 		ForwardAuthorization: !o.noForward,
 		CacheMaxEntries:      cacheEntries(o.noCache),
 		Metrics:              o.metrics,

@@ -36,53 +36,19 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 }
 
 func (s *Server) allow(hdrs requestHeaders, v *verified, id store.Identity) *authv3.CheckResponse {
-	parts := v.allow.Load()
-	if parts == nil || parts.userID != id.ID {
-		parts = s.allowParts(v, id.ID)
-		v.allow.Store(parts)
-	}
-	metadata := parts.metadata
-	if id.New {
-		metadata = newUserMetadata(v, id.ID)
-	}
-
-	var remove []string
-	hdrs.each(func(name string) {
-		if !s.strips(name) || isSet(parts.headers, name) || slices.Contains(remove, name) {
-			return
-		}
-		remove = append(remove, name)
-	})
-	if !s.opts.ForwardAuthorization {
-		remove = append(remove, "authorization")
-	}
-	return &authv3.CheckResponse{
-		Status: statusOK,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         parts.headers,
-			HeadersToRemove: remove,
-		}},
-		DynamicMetadata: metadata,
-	}
-}
-
-// statusOK is shared by every allow; it is never mutated.
-var statusOK = &status.Status{Code: int32(codes.OK)}
-
-// allowParts builds the headers and metadata of v's allow answers.
-func (s *Server) allowParts(v *verified, userID uint64) *allowParts {
 	h := s.opts.Headers
+	shared := s.providerParts(v.provider)
 	chs := s.opts.ClaimHeaders[v.provider]
-	id := strconv.FormatUint(userID, 10)
+	userID := strconv.FormatUint(id.ID, 10)
 	set := make([]*corev3.HeaderValueOption, 0, 4+len(chs))
 	if h.User != "" {
 		set = append(set, setHeader(h.User, v.username))
 	}
 	if h.UserID != "" {
-		set = append(set, setHeader(h.UserID, id))
+		set = append(set, setHeader(h.UserID, userID))
 	}
-	if h.Provider != "" {
-		set = append(set, setHeader(h.Provider, v.provider))
+	if shared.header != nil {
+		set = append(set, shared.header)
 	}
 	if h.Payload != "" {
 		set = append(set, setHeader(h.Payload, v.payload))
@@ -92,22 +58,67 @@ func (s *Server) allowParts(v *verified, userID uint64) *allowParts {
 			set = append(set, setHeader(ch.Header, val))
 		}
 	}
-	return &allowParts{userID: userID, headers: set, metadata: metadata(v, id, false)}
+
+	var remove []string
+	hdrs.each(func(name string) {
+		if !s.strips(name) || isSet(set, name) || slices.Contains(remove, name) {
+			return
+		}
+		remove = append(remove, name)
+	})
+	if !s.opts.ForwardAuthorization {
+		remove = append(remove, "authorization")
+	}
+	newUser := valueFalse
+	if id.New {
+		newUser = valueTrue
+	}
+	return &authv3.CheckResponse{
+		Status: statusOK,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         set,
+			HeadersToRemove: remove,
+		}},
+		// For access logs and later filters.
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"user":     structpb.NewStringValue(v.username),
+			"user_id":  structpb.NewStringValue(userID),
+			"provider": shared.value,
+			"new_user": newUser,
+		}},
+	}
 }
 
-func newUserMetadata(v *verified, userID uint64) *structpb.Struct {
-	return metadata(v, strconv.FormatUint(userID, 10), true)
+// Parts of allow answers that are the same for many answers, built once and
+// shared: they are never mutated, and gRPC marshaling only reads them.
+// (Per-token copies would cost over a kilobyte per cached token.)
+var (
+	statusOK   = &status.Status{Code: int32(codes.OK)}
+	valueTrue  = structpb.NewBoolValue(true)
+	valueFalse = structpb.NewBoolValue(false)
+)
+
+// providerParts are the shared parts of one provider's allow answers.
+type providerParts struct {
+	header *corev3.HeaderValueOption // the provider header; nil when not configured
+	value  *structpb.Value           // the provider's name in dynamic metadata
 }
 
-// metadata is the dynamic_metadata of an allow, for access logs and later
-// filters.
-func metadata(v *verified, userID string, newUser bool) *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		"user":     structpb.NewStringValue(v.username),
-		"user_id":  structpb.NewStringValue(userID),
-		"provider": structpb.NewStringValue(v.provider),
-		"new_user": structpb.NewBoolValue(newUser),
-	}}
+// providerParts returns the shared parts for provider, built in New for
+// every configured provider.
+func (s *Server) providerParts(provider string) providerParts {
+	if p, ok := s.shared[provider]; ok {
+		return p
+	}
+	return s.buildProviderParts(provider)
+}
+
+func (s *Server) buildProviderParts(provider string) providerParts {
+	p := providerParts{value: structpb.NewStringValue(provider)}
+	if h := s.opts.Headers.Provider; h != "" {
+		p.header = setHeader(h, provider)
+	}
+	return p
 }
 
 // strips reports whether a client-sent header must not reach the upstream

@@ -52,6 +52,7 @@ type Options struct {
 	Users                Users
 	Headers              IdentityHeaders
 	ClaimHeaders         map[string][]ClaimHeader // by provider name
+	Providers            []string                 // the provider names, so their shared answer parts are built once
 	ForwardAuthorization bool
 	Realm                string // www-authenticate realm; default "jwtauthz"
 	RetryAfter           time.Duration
@@ -67,6 +68,7 @@ type Server struct {
 	opts      Options
 	protected map[string]bool // every header name the answers may set or strip
 	cache     *tokenCache     // nil when disabled
+	shared    map[string]providerParts
 }
 
 // New returns a Server.
@@ -94,6 +96,10 @@ func New(opts Options) *Server {
 		for _, ch := range chs {
 			s.protected[ch.Header] = true
 		}
+	}
+	s.shared = map[string]providerParts{}
+	for _, p := range opts.Providers {
+		s.shared[p] = s.buildProviderParts(p)
 	}
 	return s
 }
@@ -182,12 +188,12 @@ func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 	if s.opts.Headers.Payload != "" {
 		v.payload = res.Payload
 	}
-	if chs := s.opts.ClaimHeaders[res.Provider]; len(chs) > 0 {
-		v.claims = make(map[string]string, len(chs))
-		for _, ch := range chs {
-			if val, ok := claimValue(res.Claims, ch.Claim); ok {
-				v.claims[ch.Claim] = val
+	for _, ch := range s.opts.ClaimHeaders[res.Provider] {
+		if val, ok := claimValue(res.Claims, ch.Claim); ok {
+			if v.claims == nil { // most tokens lack some claims: no empty maps in the cache
+				v.claims = make(map[string]string, 1)
 			}
+			v.claims[ch.Claim] = val
 		}
 	}
 	if s.cache != nil {

@@ -18,7 +18,8 @@ type Login struct {
 	Provider, Username, Subject string
 	// Claims are the claims named in the provider's claim_headers, by claim
 	// path. It may be nil; it replaces the stored claims when it differs.
-	// The store copies it when it keeps it.
+	// The store keeps the map itself, not a copy (one map per cached token
+	// serves every Login of it): the caller must not modify it afterwards.
 	Claims map[string]string
 	// At is the time of the authentication; the caller passes it in.
 	At time.Time
@@ -122,7 +123,7 @@ func (s *shard) login(u *user, l *Login) Identity {
 		u.last = l.At
 	}
 	if !maps.Equal(u.claims, l.Claims) {
-		u.claims = maps.Clone(l.Claims)
+		u.claims = l.Claims // never modified: see Login.Claims
 		u.claimsGen++
 	}
 	if !u.dirty {
@@ -136,7 +137,7 @@ func (s *shard) login(u *user, l *Login) Identity {
 // returns its hot state. created is false if the record already existed.
 // l is taken by value so that only this slow path moves it to the heap.
 func (db *DB) create(key string, l Login) (u *user, created bool, err error) {
-	claims := maps.Clone(l.Claims)
+	claims := l.Claims // kept, never modified: see Login.Claims
 	at := timestamppb.New(l.At)
 	bkey := []byte(key)
 	// Batch may run fn twice (after a rolled-back try), so fn sets every

@@ -315,6 +315,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 			User: ih.User, UserID: ih.UserID, Provider: ih.Provider, Payload: ih.Payload, StripPrefix: ih.StripPrefix,
 		},
 		ClaimHeaders:         provs.claimHeaders,
+		Providers:            providerNames(cfg),
 		ForwardAuthorization: cfg.ForwardAuthorization,
 		CacheMaxEntries:      cfg.Cache.MaxEntries,
 		Now:                  o.now,
@@ -438,4 +439,12 @@ func (s *service) shutdown(drain time.Duration) error {
 	}
 	s.logger.Info("stopped")
 	return nil
+}
+
+func providerNames(cfg *config) []string {
+	names := make([]string, len(cfg.Providers))
+	for i, p := range cfg.Providers {
+		names[i] = p.Name
+	}
+	return names
 }

@@ -98,7 +98,7 @@ func (sh *shard) login(u *user, l *store.Login) store.Identity {
 		u.last = l.At
 	}
 	if !maps.Equal(u.claims, l.Claims) {
-		u.claims = maps.Clone(l.Claims)
+		u.claims = l.Claims // never modified: see store.Login.Claims
 		u.claimsGen++
 	}
 	if !u.dirty {
@@ -139,7 +139,7 @@ func (s *Store) create(ctx context.Context, key string, l store.Login) (rec *adm
 		LastLogin:  at,
 		LoginCount: 1,
 		Active:     true,
-		Claims:     maps.Clone(l.Claims),
+		Claims:     l.Claims, // only read: see store.Login.Claims
 	}
 	userKey := s.usersPrefix + key
 	for range maxAttempts {
