@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -93,7 +94,11 @@ func TestJWKSRotationThroughUnknownKID(t *testing.T) {
 
 	// A flood of unknown kids: the limiter allows no further refresh, and no
 	// Check waits for it to allow one (its next token is an hour away).
-	const flood = 200
+	const flood, kids = 2000, 50
+	unknown := make([]string, kids)
+	for i := range unknown {
+		unknown[i] = mintKID(k2, fmt.Sprintf("unknown-%d", i), "u3")
+	}
 	var wg sync.WaitGroup
 	var slow atomic.Int64
 	for i := range flood {
@@ -101,7 +106,7 @@ func TestJWKSRotationThroughUnknownKID(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			resp, err := f.client.Check(context.Background(), request(bearer(mintKID(k2, "unknown-"+string(rune('a'+i%26)), "u3"))))
+			resp, err := f.client.Check(context.Background(), request(bearer(unknown[i%kids])))
 			if time.Since(start) > 5*time.Second {
 				slow.Add(1)
 			}
