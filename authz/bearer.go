@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
@@ -19,27 +20,26 @@ const maxAuthorization = 8<<10 + 64
 // forms: the headers map, or header_map (when encode_raw_headers is on).
 type requestHeaders struct {
 	m  map[string]string
-	hm []*headerValue
+	hm []*corev3.HeaderValue
 }
 
-type headerValue struct{ key, value string }
+// headerMapValue is a header_map entry's value: raw_value when set (Envoy's
+// encode_raw_headers), else value.
+func headerMapValue(kv *corev3.HeaderValue) string {
+	if raw := kv.GetRawValue(); len(raw) > 0 {
+		return string(raw)
+	}
+	return kv.GetValue()
+}
 
 func headersOf(req *authv3.CheckRequest) (requestHeaders, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	h := requestHeaders{m: httpReq.GetHeaders()}
-	if hm := httpReq.GetHeaderMap(); hm != nil {
-		hs := hm.GetHeaders()
+	if hs := httpReq.GetHeaderMap().GetHeaders(); len(hs) > 0 {
 		if len(hs) > MaxHeaders {
 			return h, fmt.Errorf("request has %d headers, over the limit of %d", len(hs), MaxHeaders)
 		}
-		h.hm = make([]*headerValue, 0, len(hs))
-		for _, kv := range hs {
-			v := kv.GetValue()
-			if raw := kv.GetRawValue(); len(raw) > 0 {
-				v = string(raw)
-			}
-			h.hm = append(h.hm, &headerValue{key: kv.GetKey(), value: v})
-		}
+		h.hm = hs
 	}
 	if len(h.m) > MaxHeaders {
 		return h, fmt.Errorf("request has %d headers, over the limit of %d", len(h.m), MaxHeaders)
@@ -53,7 +53,7 @@ func (h requestHeaders) each(f func(name string)) {
 		f(lower(k))
 	}
 	for _, kv := range h.hm {
-		f(lower(kv.key))
+		f(lower(kv.GetKey()))
 	}
 }
 
@@ -69,8 +69,8 @@ func (h requestHeaders) authorization() []string {
 		return vals
 	}
 	for _, kv := range h.hm {
-		if strings.EqualFold(kv.key, "authorization") {
-			vals = append(vals, kv.value)
+		if strings.EqualFold(kv.GetKey(), "authorization") {
+			vals = append(vals, headerMapValue(kv))
 		}
 	}
 	return vals
