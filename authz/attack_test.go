@@ -21,7 +21,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 	"github.com/jwtauthz/jwtauthz/authz/token"
-	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // attackTarget is a Check server with gRPC health, as serve runs it, over
@@ -34,17 +34,15 @@ type attackTarget struct {
 
 func startAttackTarget(t *testing.T, key *rsa.PrivateKey, secret []byte) *attackTarget {
 	t.Helper()
-	db, err := store.Open(store.Options{Path: t.TempDir() + "/users.db"})
+	db, err := bolt.Open(bolt.Options{Path: t.TempDir() + "/users.db"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	src := keys.NewStatic(keys.NewSet([]keys.Key{{Public: &key.PublicKey}, {Public: secret}}, 1))
-	srv := authz.New(authz.Options{
+	srv := authz.New(authz.Options{Users: db, Now: func() time.Time { return now }}, &authz.Policy{
 		Verifier:        singleProvider(t, token.Options{Algorithms: []string{"RS256", "HS256"}, Audiences: []string{"api"}}, src),
-		Users:           db,
 		Headers:         identityHeaders(),
 		CacheMaxEntries: 1000,
-		Now:             func() time.Time { return now },
 	})
 	hs := health.NewServer()
 	conn := serveBufconn(t, func(gs *grpc.Server) {

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -76,25 +77,38 @@ func (h requestHeaders) authorization() []string {
 	return vals
 }
 
-// bearerToken extracts exactly one Bearer token (RFC 6750 §2.1). Schemes
-// compare case-insensitively. It returns errMissingToken when there is no
-// Bearer credential at all, and a malformed-request error when there is one
-// that is not exactly one token.
+// bearerToken extracts exactly one Bearer token from the request's
+// authorization header. It returns an error wrapping ErrMissingToken when
+// there is no Bearer credential at all; a credential that is not one
+// well-formed token is the failure of a request that carried one.
 func bearerToken(h requestHeaders) (string, error) {
 	vals := h.authorization()
 	switch {
 	case len(vals) == 0:
-		return "", fmt.Errorf("%w: no authorization header", errMissingToken)
+		return "", fmt.Errorf("%w: no authorization header", ErrMissingToken)
 	case len(vals) > 1:
-		return "", fmt.Errorf("%d authorization headers: send exactly one", len(vals))
+		return "", withToken(fmt.Errorf("%d authorization headers: send exactly one", len(vals)), "")
 	}
-	v := vals[0]
+	tok, err := ParseBearer(vals[0])
+	if err != nil && !errors.Is(err, ErrMissingToken) {
+		return "", withToken(err, "")
+	}
+	return tok, err
+}
+
+// ParseBearer returns the one token of an authorization value (RFC 6750
+// §2.1): the Bearer scheme in any case, then exactly one b64token of at
+// most token.MaxSize bytes. It is the one reading of a Bearer credential,
+// for Check, the admin API and verify. A value of another scheme wraps
+// ErrMissingToken; a Bearer value that is not one token is malformed.
+// Errors never quote the value.
+func ParseBearer(v string) (string, error) {
 	if len(v) > maxAuthorization {
 		return "", fmt.Errorf("authorization header is %d bytes, over the limit of %d", len(v), maxAuthorization)
 	}
 	scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
 	if !strings.EqualFold(scheme, "Bearer") {
-		return "", fmt.Errorf("%w: authorization header does not use the Bearer scheme", errMissingToken)
+		return "", fmt.Errorf("%w: authorization header does not use the Bearer scheme", ErrMissingToken)
 	}
 	tok := strings.TrimLeft(rest, " ")
 	if tok == "" {

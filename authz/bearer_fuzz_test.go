@@ -47,7 +47,7 @@ func FuzzBearerToken(f *testing.F) {
 			if err == nil {
 				t.Fatalf("two authorization headers (%q, %q): accepted token %q", value, otherValue, tok)
 			}
-			if errors.Is(err, errMissingToken) {
+			if errors.Is(err, ErrMissingToken) {
 				t.Fatalf("two authorization headers: error %v, want a malformed-request error", err)
 			}
 		case err == nil:
@@ -61,7 +61,7 @@ func FuzzBearerToken(f *testing.F) {
 			if wantOK {
 				t.Fatalf("authorization %q: refused (%v), want token %q", value, err, wantTok)
 			}
-			if got := errors.Is(err, errMissingToken); got != wantMissing {
+			if got := errors.Is(err, ErrMissingToken); got != wantMissing {
 				t.Fatalf("authorization %q: missing-token = %v (%v), want %v", value, got, err, wantMissing)
 			}
 			if tok != "" {

@@ -158,7 +158,8 @@ func TestCheckDenies(t *testing.T) {
 	}
 }
 
-// assertDenied checks a deny response against SPEC.md's table.
+// assertDenied checks a deny response against the deny table
+// (errors.go; README.md "What Envoy gets back").
 func assertDenied(t *testing.T, resp *authv3.CheckResponse, reason authz.Reason, tokenGiven bool) {
 	t.Helper()
 	wantCode, wantHTTP := codes.Unauthenticated, 401

@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 
 	"google.golang.org/grpc/codes"
@@ -34,42 +35,89 @@ const (
 	ReasonStoreUnavailable Reason = "store_unavailable"
 )
 
-// denial is how a reason is answered.
-type denial struct {
-	code codes.Code
-	http int
+// Denial is how one reason is answered, wherever a token is refused: the
+// Check's status and HTTP answer, the log level, and the status of an
+// admin API call refused for the same reason.
+type Denial struct {
+	Reason Reason
+	// Code is CheckResponse.status, and the admin API's gRPC status.
+	Code codes.Code
+	HTTP int
+	// Level is the level of the log line: an operator must look at a store
+	// or key source that is down, not at every bad token.
+	Level slog.Level
+	// RetryAfter asks the client to come back (the 503s): the failure is
+	// ours, not its.
+	RetryAfter bool
 }
 
 // denials is the one table that turns a reason into a response.
-var denials = map[Reason]denial{
-	ReasonMissingToken:     {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonMalformed:        {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonInvalidSignature: {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonUnknownKID:       {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonExpired:          {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonNotYetValid:      {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonIssuer:           {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonAudience:         {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonAlgorithm:        {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonClaimsSchema:     {codes.Unauthenticated, http.StatusUnauthorized},
-	ReasonUserInactive:     {codes.PermissionDenied, http.StatusForbidden},
-	ReasonKeysUnavailable:  {codes.Unavailable, http.StatusServiceUnavailable},
-	ReasonStoreUnavailable: {codes.Unavailable, http.StatusServiceUnavailable},
+var denials = map[Reason]Denial{
+	ReasonMissingToken:     {ReasonMissingToken, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonMalformed:        {ReasonMalformed, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonInvalidSignature: {ReasonInvalidSignature, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonUnknownKID:       {ReasonUnknownKID, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonExpired:          {ReasonExpired, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonNotYetValid:      {ReasonNotYetValid, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonIssuer:           {ReasonIssuer, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonAudience:         {ReasonAudience, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonAlgorithm:        {ReasonAlgorithm, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonClaimsSchema:     {ReasonClaimsSchema, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
+	ReasonUserInactive:     {ReasonUserInactive, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false},
+	ReasonKeysUnavailable:  {ReasonKeysUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true},
+	ReasonStoreUnavailable: {ReasonStoreUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true},
 }
 
-// errMissingToken and errInactive are the Check path's own failures.
+// Deny returns how err is answered. An error it does not know is a
+// malformed request, so an unforeseen failure still denies.
+func Deny(err error) Denial {
+	return denials[Classify(err)]
+}
+
+// The Check path's own failures.
 var (
-	errMissingToken = errors.New("no bearer token")
+	// ErrMissingToken: the request carries no credential at all.
+	ErrMissingToken = errors.New("no bearer token")
 	errInactive     = errors.New("user is deactivated")
 	errStore        = errors.New("user store unavailable")
 )
+
+// tokenError is a failure of a request that carried a credential: RFC 6750
+// §3.1 then answers error="invalid_token". raw is the token when one was
+// extracted, for the log's fingerprint.
+type tokenError struct {
+	err error
+	raw string
+}
+
+func (e *tokenError) Error() string { return e.err.Error() }
+func (e *tokenError) Unwrap() error { return e.err }
+
+// withToken marks err as the failure of a request that carried the
+// credential raw ("" when it was not one well-formed token).
+func withToken(err error, raw string) error {
+	if err == nil {
+		return nil
+	}
+	return &tokenError{err: err, raw: raw}
+}
+
+// givenToken reports whether err is the failure of a request that carried
+// a credential, and the token when one was extracted.
+func givenToken(err error) (raw string, given bool) {
+	var te *tokenError
+	if errors.As(err, &te) {
+		return te.raw, true
+	}
+	return "", false
+}
 
 // Classify names the reason for a failed Check. It is the only place that
 // inspects errors; an error it does not know is a malformed request, so an
 // unforeseen failure still denies.
 func Classify(err error) Reason {
 	switch {
-	case errors.Is(err, errMissingToken):
+	case errors.Is(err, ErrMissingToken):
 		return ReasonMissingToken
 	case errors.Is(err, errInactive):
 		return ReasonUserInactive

@@ -28,6 +28,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // now is the time tokens are minted at; clock is the injected clock of the
@@ -117,7 +118,7 @@ func claimsFor(username string) jwt.MapClaims {
 // fixture is one running Check server with its parts.
 type fixture struct {
 	client authv3.AuthorizationClient
-	db     *store.DB
+	db     *store.Engine
 	dbPath string
 }
 
@@ -131,7 +132,7 @@ type fixtureOptions struct {
 	metrics      *authz.Metrics
 }
 
-// identityHeaders are the defaults of SPEC.md.
+// identityHeaders are the config's defaults (config.Default).
 func identityHeaders() authz.IdentityHeaders {
 	return authz.IdentityHeaders{User: "x-auth-user", UserID: "x-auth-user-id", Provider: "x-auth-provider", StripPrefix: "x-auth-"}
 }
@@ -174,7 +175,7 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 	if o.dbPath == "" {
 		o.dbPath = filepath.Join(t.TempDir(), "users.db")
 	}
-	db, err := store.Open(store.Options{Path: o.dbPath})
+	db, err := bolt.Open(bolt.Options{Path: o.dbPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,15 +184,16 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		h = *o.headers
 	}
 	srv := authz.New(authz.Options{
+		Users:   db,
+		Metrics: o.metrics,
+		Now:     func() time.Time { return *clock.Load() },
+	}, &authz.Policy{
 		Verifier:             o.verifier,
-		Users:                db,
 		Headers:              h,
 		ClaimHeaders:         o.claimHeaders,
 		Providers:            []string{"default"},
 		ForwardAuthorization: !o.noForward,
 		CacheMaxEntries:      cacheEntries(o.noCache),
-		Metrics:              o.metrics,
-		Now:                  func() time.Time { return *clock.Load() },
 	})
 	conn := serveBufconn(t, func(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, srv) })
 	t.Cleanup(func() { db.Close() })

@@ -2,7 +2,6 @@ package authz
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -35,10 +34,10 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-func (s *Server) allow(hdrs requestHeaders, v *verified, id store.Identity) *authv3.CheckResponse {
-	h := s.opts.Headers
-	shared := s.providerParts(v.provider)
-	chs := s.opts.ClaimHeaders[v.provider]
+func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity) *authv3.CheckResponse {
+	h := p.Headers
+	shared := p.providerParts(v.provider)
+	chs := p.ClaimHeaders[v.provider]
 	userID := strconv.FormatUint(id.ID, 10)
 	set := make([]*corev3.HeaderValueOption, 0, 4+len(chs))
 	if h.User != "" {
@@ -61,12 +60,12 @@ func (s *Server) allow(hdrs requestHeaders, v *verified, id store.Identity) *aut
 
 	var remove []string
 	hdrs.each(func(name string) {
-		if !s.strips(name) || isSet(set, name) || slices.Contains(remove, name) {
+		if !p.strips(name) || isSet(set, name) || slices.Contains(remove, name) {
 			return
 		}
 		remove = append(remove, name)
 	})
-	if !s.opts.ForwardAuthorization {
+	if !p.ForwardAuthorization {
 		remove = append(remove, "authorization")
 	}
 	newUser := valueFalse
@@ -104,31 +103,31 @@ type providerParts struct {
 	value  *structpb.Value           // the provider's name in dynamic metadata
 }
 
-// providerParts returns the shared parts for provider, built in New for
+// providerParts returns the shared parts for provider, built once for
 // every configured provider.
-func (s *Server) providerParts(provider string) providerParts {
-	if p, ok := s.shared[provider]; ok {
-		return p
+func (p *policy) providerParts(provider string) providerParts {
+	if pp, ok := p.shared[provider]; ok {
+		return pp
 	}
-	return s.buildProviderParts(provider)
+	return p.buildProviderParts(provider)
 }
 
-func (s *Server) buildProviderParts(provider string) providerParts {
-	p := providerParts{value: structpb.NewStringValue(provider)}
-	if h := s.opts.Headers.Provider; h != "" {
-		p.header = setHeader(h, provider)
+func (p *policy) buildProviderParts(provider string) providerParts {
+	pp := providerParts{value: structpb.NewStringValue(provider)}
+	if h := p.Headers.Provider; h != "" {
+		pp.header = setHeader(h, provider)
 	}
-	return p
+	return pp
 }
 
 // strips reports whether a client-sent header must not reach the upstream
 // unless this answer sets it: a configured identity or claim header, or any
 // header with the strip prefix.
-func (s *Server) strips(name string) bool {
-	if p := s.opts.Headers.StripPrefix; p != "" && strings.HasPrefix(name, p) {
+func (p *policy) strips(name string) bool {
+	if pre := p.Headers.StripPrefix; pre != "" && strings.HasPrefix(name, pre) {
 		return true
 	}
-	return s.protected[name]
+	return p.protected[name]
 }
 
 func isSet(set []*corev3.HeaderValueOption, name string) bool {
@@ -202,19 +201,17 @@ func validHeaderValue(s string) bool {
 	return utf8.ValidString(s)
 }
 
-func (s *Server) denied(reason Reason, detail string, tokenGiven bool) *authv3.CheckResponse {
-	d, ok := denials[reason]
-	if !ok {
-		d = denials[ReasonMalformed]
-	}
+// denied builds the answer of d: tokenGiven says whether the request
+// carried a credential (RFC 6750 then asks for error="invalid_token").
+func (s *Server) denied(d Denial, detail string, tokenGiven bool) *authv3.CheckResponse {
 	body, _ := json.Marshal(struct {
 		Error  string `json:"error"`
 		Detail string `json:"detail"`
-	}{string(reason), detail})
+	}{string(d.Reason), detail})
 
 	headers := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
 	switch {
-	case d.code == codes.Unavailable:
+	case d.RetryAfter:
 		secs := int(s.opts.RetryAfter.Seconds())
 		headers = append(headers, setHeader("retry-after", strconv.Itoa(max(secs, 1))))
 	case tokenGiven:
@@ -224,9 +221,9 @@ func (s *Server) denied(reason Reason, detail string, tokenGiven bool) *authv3.C
 		headers = append(headers, setHeader("www-authenticate", fmt.Sprintf(`Bearer realm=%q`, s.opts.Realm)))
 	}
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(d.code), Message: string(reason) + ": " + detail},
+		Status: &status.Status{Code: int32(d.Code), Message: string(d.Reason) + ": " + detail},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.http)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.HTTP)},
 			Headers: headers,
 			Body:    string(body),
 		}},
@@ -251,5 +248,3 @@ func quotable(s string) string {
 	}
 	return b.String()
 }
-
-func wrapStore(err error) error { return errors.Join(errStore, err) }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -46,33 +47,49 @@ type ClaimHeader struct {
 	Claim  string // dotted claim path
 }
 
-// Options configure a Server.
-type Options struct {
+// Policy is what Checks decide by, built from one config. It is never
+// changed once given to a Server; a reload builds a new one and swaps it
+// in (Server.SetPolicy), and each Check runs entirely on the policy it
+// started with.
+type Policy struct {
 	Verifier             Verifier
-	Users                Users
 	Headers              IdentityHeaders
 	ClaimHeaders         map[string][]ClaimHeader // by provider name
 	Providers            []string                 // the provider names, so their shared answer parts are built once
 	ForwardAuthorization bool
-	Realm                string // www-authenticate realm; default "jwtauthz"
-	RetryAfter           time.Duration
-	CacheMaxEntries      int // verified-token cache bound; 0 disables it
-	Now                  func() time.Time
-	Logger               *slog.Logger
-	Metrics              *Metrics // may be nil
+	// CacheMaxEntries bounds the verified-token cache; 0 disables it. Each
+	// policy has a cache of its own, so no answer outlives the policy (its
+	// providers and keys) that verified it.
+	CacheMaxEntries int
+}
+
+// Options configure a Server: what does not change with its policy.
+type Options struct {
+	Users      Users
+	Realm      string // www-authenticate realm; default "jwtauthz"
+	RetryAfter time.Duration
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Metrics    *Metrics // may be nil
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	opts      Options
-	protected map[string]bool // every header name the answers may set or strip
-	cache     *tokenCache     // nil when disabled
-	shared    map[string]providerParts
+	opts   Options
+	policy atomic.Pointer[policy]
 }
 
-// New returns a Server.
-func New(opts Options) *Server {
+// policy is a Policy with what is derived from it once.
+type policy struct {
+	*Policy
+	protected map[string]bool // every header name the answers may set or strip
+	shared    map[string]providerParts
+	cache     *tokenCache // nil when disabled
+}
+
+// New returns a Server that decides by p.
+func New(opts Options, p *Policy) *Server {
 	if opts.Realm == "" {
 		opts.Realm = "jwtauthz"
 	}
@@ -85,30 +102,41 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, protected: map[string]bool{}, cache: newTokenCache(opts.CacheMaxEntries)}
-	h := opts.Headers
+	s := &Server{opts: opts}
+	s.SetPolicy(p)
+	return s
+}
+
+// SetPolicy makes p the policy of every Check that starts from now on.
+func (s *Server) SetPolicy(p *Policy) {
+	s.policy.Store(compile(p))
+}
+
+func compile(p *Policy) *policy {
+	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries)}
+	h := p.Headers
 	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
 		if name != "" {
-			s.protected[name] = true
+			c.protected[name] = true
 		}
 	}
-	for _, chs := range opts.ClaimHeaders {
+	for _, chs := range p.ClaimHeaders {
 		for _, ch := range chs {
-			s.protected[ch.Header] = true
+			c.protected[ch.Header] = true
 		}
 	}
-	s.shared = map[string]providerParts{}
-	for _, p := range opts.Providers {
-		s.shared[p] = s.buildProviderParts(p)
+	c.shared = map[string]providerParts{}
+	for _, name := range p.Providers {
+		c.shared[name] = c.buildProviderParts(name)
 	}
-	return s
+	return c
 }
 
 // Check answers one ext_authz request. It returns a gRPC error only when the
 // request itself is nil; every decision is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	resp, provider, reason := s.check(ctx, req)
+	resp, provider, reason := s.check(ctx, s.policy.Load(), req)
 	if m := s.opts.Metrics; m != nil {
 		if provider == "" {
 			provider = "none"
@@ -123,20 +151,18 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	return resp, nil
 }
 
-func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, string, Reason) {
+func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest) (*authv3.CheckResponse, string, Reason) {
 	hdrs, err := headersOf(req)
 	if err != nil {
-		return s.deny(ctx, req, "", "", false, err)
+		return s.deny(ctx, req, "", err)
 	}
 	raw, err := bearerToken(hdrs)
 	if err != nil {
-		// A Bearer credential that is not one well-formed token still
-		// counts as a token given (RFC 6750 §3.1: invalid_token).
-		return s.deny(ctx, req, "", "", !errors.Is(err, errMissingToken), err)
+		return s.deny(ctx, req, "", err)
 	}
-	v, err := s.verify(ctx, raw)
+	v, err := s.verify(ctx, p, raw)
 	if err != nil {
-		return s.deny(ctx, req, v.provider, raw, true, err)
+		return s.deny(ctx, req, v.provider, withToken(err, raw))
 	}
 	id, err := s.opts.Users.Login(ctx, store.Login{
 		Provider: v.provider,
@@ -146,10 +172,10 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		At:       s.opts.Now(),
 	})
 	if err != nil {
-		return s.deny(ctx, req, v.provider, raw, true, wrapStore(err))
+		return s.deny(ctx, req, v.provider, withToken(errors.Join(errStore, err), raw))
 	}
 	if !id.Active {
-		return s.deny(ctx, req, v.provider, raw, true, errInactive)
+		return s.deny(ctx, req, v.provider, withToken(errInactive, raw))
 	}
 	if m := s.opts.Metrics; m != nil && id.New {
 		m.usersCreated.Inc()
@@ -159,22 +185,22 @@ func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			"provider", v.provider, "user", v.username, "new_user", id.New,
 			"request_id", requestID(req), "token_sha256", Fingerprint(raw))
 	}
-	return s.allow(hdrs, v, id), v.provider, ReasonOK
+	return p.allow(hdrs, v, id), v.provider, ReasonOK
 }
 
 // verify returns the token's verification, from the cache when it holds a
 // valid one. On failure the result names only the provider, if any.
-func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
+func (s *Server) verify(ctx context.Context, p *policy, raw string) (*verified, error) {
 	var key [32]byte
-	if s.cache != nil {
+	if p.cache != nil {
 		key = sha256.Sum256([]byte(raw))
-		if v := s.cache.get(&key, s.opts.Now(), s.opts.Verifier.KeyGeneration); v != nil {
+		if v := p.cache.get(&key, s.opts.Now(), p.Verifier.KeyGeneration); v != nil {
 			s.opts.Metrics.CacheLookup(true)
 			return v, nil
 		}
 		s.opts.Metrics.CacheLookup(false)
 	}
-	res, provider, err := s.opts.Verifier.Verify(ctx, raw)
+	res, provider, err := p.Verifier.Verify(ctx, raw)
 	if err != nil {
 		return &verified{provider: provider}, err
 	}
@@ -185,10 +211,10 @@ func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 		validUntil: res.ValidUntil,
 		keyGen:     res.KeyGen,
 	}
-	if s.opts.Headers.Payload != "" {
+	if p.Headers.Payload != "" {
 		v.payload = res.Payload
 	}
-	for _, ch := range s.opts.ClaimHeaders[res.Provider] {
+	for _, ch := range p.ClaimHeaders[res.Provider] {
 		if val, ok := claimValue(res.Claims, ch.Claim); ok {
 			if v.claims == nil { // most tokens lack some claims: no empty maps in the cache
 				v.claims = make(map[string]string, 1)
@@ -196,32 +222,28 @@ func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 			v.claims[ch.Claim] = val
 		}
 	}
-	if s.cache != nil {
-		s.cache.put(&key, v, s.opts.Now())
+	if p.cache != nil {
+		p.cache.put(&key, v, s.opts.Now())
 	}
 	return v, nil
 }
 
-// deny answers a failed Check. tokenGiven says whether the request carried a
-// Bearer credential (RFC 6750 then asks for error="invalid_token"); raw is
-// the token when one was extracted, for the log's fingerprint.
-func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider, raw string, tokenGiven bool, err error) (*authv3.CheckResponse, string, Reason) {
-	reason := Classify(err)
-	level := slog.LevelInfo
-	if reason == ReasonKeysUnavailable || reason == ReasonStoreUnavailable {
-		level = slog.LevelWarn
-	}
-	if s.opts.Logger.Enabled(ctx, level) {
-		attrs := []any{"reason", string(reason), "request_id", requestID(req), "err", err}
+// deny answers a failed Check and logs it. provider is the provider the
+// token was routed to, if any.
+func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider string, err error) (*authv3.CheckResponse, string, Reason) {
+	d := Deny(err)
+	raw, given := givenToken(err)
+	if s.opts.Logger.Enabled(ctx, d.Level) {
+		attrs := []any{"reason", string(d.Reason), "request_id", requestID(req), "err", err}
 		if provider != "" {
 			attrs = append(attrs, "provider", provider)
 		}
 		if raw != "" {
 			attrs = append(attrs, "token_sha256", Fingerprint(raw))
 		}
-		s.opts.Logger.Log(ctx, level, "check denied", attrs...)
+		s.opts.Logger.Log(ctx, d.Level, "check denied", attrs...)
 	}
-	return s.denied(reason, err.Error(), tokenGiven), provider, reason
+	return s.denied(d, err.Error(), given), provider, d.Reason
 }
 
 // Fingerprint names a token in logs without revealing it: the first 12 hex

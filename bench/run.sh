@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh — the load run of issue 5: jwtauthz side by side with an
+# bench/run.sh — the load run of docs/performance.md: jwtauthz side by side with an
 # always-allow ext_authz server (the floor), driven by ghz with Envoy-shaped
 # CheckRequests, server and load tool each pinned to one core.
 #

@@ -494,7 +494,7 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
-			// The acceptance case of issue 7: store.backend etcd with three
+			// The case the etcd backend exists for: store.backend etcd with three
 			// replicas renders a Deployment that decodes strictly.
 			name:     "etcd, three replicas, TLS and auth",
 			values:   []string{"ci/etcd-values.yaml"},

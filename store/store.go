@@ -1,343 +1,128 @@
-// Package store keeps jwtauthz's users in a bbolt file.
+// Package store is jwtauthz's user registry, whatever keeps it durably.
 //
-// A user is keyed by (provider, username) and stored as an
-// adminv1.User, proto-binary-encoded. New users are written durably
-// before Login returns; last_login and login_count of known users are
-// kept in memory and written behind every FlushInterval, so the Check
-// path touches the disk only once per user.
+// It holds the vocabulary every backend shares (Login, Identity, the
+// errors) and the one in-memory Engine that serves the Check path: a
+// sharded table of known users, so that a known user's Login touches no
+// disk or network; group commit of new users; and write-behind of
+// last_login, login_count and claims. A Backend supplies only the durable
+// part. Two exist: store/bolt keeps users in a bbolt file (one process),
+// store/etcd in etcd (several replicas, kept current by a watch).
+//
+// A user is keyed by (provider, username) and stored as the adminv1.User
+// message of proto/jwtauthz/admin/v1/admin.proto.
 package store
 
 import (
+	"context"
 	"errors"
-	"fmt"
-	"hash/maphash"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 )
 
-const (
-	defaultOpenTimeout   = 2 * time.Second
-	defaultFlushInterval = time.Second
-
-	// numShards splits the in-memory users so that concurrent Logins of
-	// different users rarely wait on the same mutex. A power of two.
-	numShards = 64
-)
-
-var (
-	// bucketUsers maps a user key (see appendKey) to the adminv1.User record.
-	bucketUsers = []byte("users")
-	// bucketIDs maps a big-endian uint64 id to the user key, for paging by
-	// id. Its sequence hands out the ids.
-	bucketIDs = []byte("ids")
-)
-
-// ErrNotFound is returned when no user has the given provider and username.
+// ErrNotFound is wrapped by the errors of lookups of a user that does not
+// exist.
 var ErrNotFound = errors.New("user not found")
 
 // ErrClosed is returned by Login after Close.
 var ErrClosed = errors.New("store closed")
 
-// Options configures Open.
-type Options struct {
-	// Path is the bbolt file; it is created with mode 0600 when missing.
-	Path string
-	// OpenTimeout bounds the wait for the file lock (bbolt.Options.Timeout),
-	// so that a second process gets a clear error rather than a hang.
-	// Zero means 2s.
-	OpenTimeout time.Duration
-	// FlushInterval is the write-behind period for last_login, login_count
-	// and claims of known users. Zero means 1s.
-	FlushInterval time.Duration
-	// Logger receives write-behind failures; nil discards them.
-	Logger *slog.Logger
+// Login is one successful authentication, as the Check path reports it.
+type Login struct {
+	Provider, Username, Subject string
+	// Claims are the claims named in the provider's claim_headers, by claim
+	// path. It may be nil; it replaces the stored claims when it differs.
+	// The store keeps the map itself, not a copy (one map per cached token
+	// serves every Login of it): the caller must not modify it afterwards.
+	Claims map[string]string
+	// At is the time of the authentication; the caller passes it in.
+	At time.Time
 }
 
-// DB is an open user store. Its methods are safe for concurrent use.
-type DB struct {
-	path   string
-	bolt   *bbolt.DB
-	log    *slog.Logger
-	seed   maphash.Seed
-	shards [numShards]shard
-
-	// flushMu orders the writers that read a record and write it back
-	// (Flush, SetActive) and lets readers (User, List) add the pending
-	// state to what they read without counting a flush twice.
-	flushMu sync.RWMutex
-
-	closed    atomic.Bool
-	stop      chan struct{}
-	loopDone  chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+// Identity is what the Check path needs back about the user of a Login.
+type Identity struct {
+	ID     uint64
+	Active bool
+	New    bool // this Login created the user
 }
 
-// shard is one part of the in-memory users.
-type shard struct {
-	mu       sync.Mutex
-	users    map[string]*user     // by user key
-	creating map[string]*creation // first Logins whose record is being written
-	dirty    []*user              // users with pending write-behind state
-
-	_ [64]byte // keeps neighbouring shards' mutexes off one cache line
+// Backend keeps users durably. The Engine calls it; it never calls the
+// Engine back except through the methods meant for it (Apply, Remove,
+// Prune). Errors need not name the user: the Engine adds that.
+type Backend interface {
+	// Create writes the records of new users, each unless a record with its
+	// provider and username exists, in as few commits as it can (one, for
+	// bbolt), and assigns each new record its id. It returns one Created per
+	// record, in order; an error fails the whole batch. Create is never
+	// called concurrently with itself.
+	Create(ctx context.Context, recs []*adminv1.User) ([]Created, error)
+	// Write merges the write-behind state of ps into their stored records
+	// and returns how many of ps, from the first, it wrote; on error the
+	// rest stay pending. A user no longer stored is skipped.
+	Write(ctx context.Context, ps []Pending) (written int, err error)
+	// Get returns one stored record, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, provider, username string) (*adminv1.User, error)
+	// List returns up to limit records (no limit when limit <= 0) with ids
+	// above afterID, ordered by id; a non-empty provider keeps only its
+	// users.
+	List(ctx context.Context, provider string, afterID uint64, limit int) ([]*adminv1.User, error)
+	// SetActive changes a stored record's active flag durably and returns
+	// the record with its revision, or an error wrapping ErrNotFound.
+	SetActive(ctx context.Context, provider, username string, active bool) (*adminv1.User, int64, error)
+	// Close releases the backend, after the Engine's last write.
+	Close() error
 }
 
-// user is the hot state of one stored user, guarded by its shard's mutex.
-type user struct {
-	key    string // the bbolt key, shared with the map key
-	id     uint64
-	active bool
-
-	dirty     bool              // queued in shard.dirty
-	last      time.Time         // latest Login.At not yet stored; zero if none
-	count     uint64            // Logins not yet added to the stored login_count
-	claims    map[string]string // latest claims; replaced, never modified
-	claimsGen uint64            // bumped whenever claims is replaced
-	storedGen uint64            // claimsGen as of the last successful flush
+// Created is the outcome of one record of a Backend.Create.
+type Created struct {
+	// User is the stored record: the new one with its id, or the one that
+	// existed already.
+	User *adminv1.User
+	// Rev orders the changes of one record: a change with a higher Rev is
+	// later. bbolt gives its transaction id, etcd its mod revision.
+	Rev int64
+	New bool  // false when the record existed already
+	Err error // this record could not be written; the others may have been
 }
 
-// creation is a first Login in flight; later Logins of the same key wait
-// for it instead of writing a second record.
-type creation struct {
-	done chan struct{}
-	err  error // set before done is closed
+// Pending is one user's write-behind state, taken by a flush for a
+// Backend to merge into the stored record.
+type Pending struct {
+	Provider, Username string
+	Last               time.Time // latest login not yet stored; zero if none
+	Count              uint64    // logins not yet added to login_count
+	Claims             map[string]string
+	ClaimsChanged      bool // Claims replaces the stored claims
 
-	// setActive is set by a SetActive that changed the record after it was
-	// written but before the creator put the user in memory.
-	setActive *bool
+	u         *user // where the flush puts the outcome back
+	s         *shard
+	claimsGen uint64
 }
 
-// lockTimeoutError explains bbolt's bare "timeout" when the file is locked.
-type lockTimeoutError struct{ err error }
-
-func (e lockTimeoutError) Error() string {
-	return e.err.Error() + " (is another jwtauthz process using it?)"
-}
-
-func (e lockTimeoutError) Unwrap() error { return e.err }
-
-// Open opens or creates the store at opts.Path, loads every user's hot
-// state into memory and starts the write-behind loop. Close releases it.
-func Open(opts Options) (*DB, error) {
-	if opts.Path == "" {
-		return nil, errors.New("open store: empty path")
+// Apply adds the pending state to rec, a stored record.
+func (p *Pending) Apply(rec *adminv1.User) {
+	if !p.Last.IsZero() && (rec.GetLastLogin() == nil || p.Last.After(rec.GetLastLogin().AsTime())) {
+		rec.LastLogin = timestamppb.New(p.Last)
 	}
-	if opts.OpenTimeout <= 0 {
-		opts.OpenTimeout = defaultOpenTimeout
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = defaultFlushInterval
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-
-	b, err := bbolt.Open(opts.Path, 0o600, &bbolt.Options{Timeout: opts.OpenTimeout})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		err = lockTimeoutError{err}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open store %q: %w", opts.Path, err)
-	}
-	db := &DB{
-		path:     opts.Path,
-		bolt:     b,
-		log:      opts.Logger,
-		seed:     maphash.MakeSeed(),
-		stop:     make(chan struct{}),
-		loopDone: make(chan struct{}),
-	}
-	for i := range db.shards {
-		db.shards[i].users = make(map[string]*user)
-		db.shards[i].creating = make(map[string]*creation)
-	}
-	if err := db.load(); err != nil {
-		_ = b.Close() // the load error is the one worth reporting
-		return nil, fmt.Errorf("open store %q: %w", opts.Path, err)
-	}
-	go db.loop(opts.FlushInterval)
-	return db, nil
-}
-
-// load creates the buckets and reads every user's hot state.
-func (db *DB) load() error {
-	return db.bolt.Update(func(tx *bbolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketIDs); err != nil {
-			return fmt.Errorf("create bucket %q: %w", bucketIDs, err)
-		}
-		users, err := tx.CreateBucketIfNotExists(bucketUsers)
-		if err != nil {
-			return fmt.Errorf("create bucket %q: %w", bucketUsers, err)
-		}
-		return users.ForEach(func(k, v []byte) error {
-			var rec adminv1.User
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode user %x: %w", k, err)
-			}
-			u := &user{
-				key:    string(k),
-				id:     rec.GetId(),
-				active: rec.GetActive(),
-				claims: rec.GetClaims(),
-			}
-			db.shardFor(k).users[u.key] = u
-			return nil
-		})
-	})
-}
-
-// shardFor returns the shard that holds key.
-func (db *DB) shardFor(key []byte) *shard {
-	return &db.shards[maphash.Bytes(db.seed, key)&(numShards-1)]
-}
-
-// loop flushes the write-behind state every interval until Close.
-func (db *DB) loop(interval time.Duration) {
-	defer close(db.loopDone)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-db.stop:
-			return
-		case <-t.C:
-			if err := db.Flush(); err != nil {
-				// The pending state is kept for the next tick; an operator
-				// must look if this repeats, since it is lost on a crash.
-				db.log.Error("store write-behind", "err", err)
-			}
-		}
+	rec.LoginCount += p.Count
+	if p.ClaimsChanged {
+		rec.Claims = p.Claims
 	}
 }
 
-// Close stops the write-behind loop, flushes the pending state and closes
-// the file. Later calls return the first call's result.
-//
-// Logins that race with Close may be counted in memory after the final
-// flush; stop serving Checks before closing the store.
-func (db *DB) Close() error {
-	db.closeOnce.Do(func() {
-		db.closed.Store(true)
-		close(db.stop)
-		<-db.loopDone
-		err := errors.Join(db.Flush(), db.bolt.Close())
-		if err != nil {
-			db.closeErr = fmt.Errorf("close store %q: %w", db.path, err)
-		}
-	})
-	return db.closeErr
-}
-
-// pending is one user's write-behind state as taken by a flush.
-type pending struct {
-	s           *shard
-	u           *user
-	last        time.Time
-	count       uint64
-	claims      map[string]string
-	claimsGen   uint64
-	claimsDirty bool
-}
-
-// Flush writes the pending last_login, login_count and claims of every
-// user now, in one transaction. On failure the pending state is kept for
-// the next Flush.
-func (db *DB) Flush() error {
-	db.flushMu.Lock()
-	defer db.flushMu.Unlock()
-
-	var ps []pending
-	for i := range db.shards {
-		s := &db.shards[i]
-		s.mu.Lock()
-		for _, u := range s.dirty {
-			u.dirty = false
-			ps = append(ps, pending{
-				s:           s,
-				u:           u,
-				last:        u.last,
-				count:       u.count,
-				claims:      u.claims,
-				claimsGen:   u.claimsGen,
-				claimsDirty: u.claimsGen != u.storedGen,
-			})
-		}
-		clear(s.dirty)
-		s.dirty = s.dirty[:0]
-		s.mu.Unlock()
-	}
-	if len(ps) == 0 {
-		return nil
-	}
-
-	err := db.bolt.Update(func(tx *bbolt.Tx) error {
-		users := tx.Bucket(bucketUsers)
-		for i := range ps {
-			p := &ps[i]
-			key := []byte(p.u.key)
-			var rec adminv1.User
-			if err := proto.Unmarshal(users.Get(key), &rec); err != nil {
-				return fmt.Errorf("decode user %d: %w", p.u.id, err)
-			}
-			if rec.GetId() == 0 {
-				return fmt.Errorf("user %d: record missing", p.u.id)
-			}
-			applyPending(&rec, p.last, p.count, p.claims, p.claimsDirty)
-			v, err := proto.Marshal(&rec)
-			if err != nil {
-				return fmt.Errorf("encode user %d: %w", p.u.id, err)
-			}
-			if err := users.Put(key, v); err != nil {
-				return fmt.Errorf("put user %d: %w", p.u.id, err)
-			}
-		}
-		return nil
-	})
-
-	for i := range ps {
-		p := &ps[i]
-		p.s.mu.Lock()
-		u := p.u
-		if err != nil {
-			if !u.dirty {
-				u.dirty = true
-				p.s.dirty = append(p.s.dirty, u)
-			}
-		} else {
-			// Logins during the flush added to the pending state; keep
-			// only what they added.
-			u.count -= p.count
-			if !u.last.After(p.last) {
-				u.last = time.Time{}
-			}
-			if p.claimsDirty {
-				u.storedGen = p.claimsGen
-			}
-		}
-		p.s.mu.Unlock()
-	}
-	if err != nil {
-		return fmt.Errorf("flush %d users: %w", len(ps), err)
-	}
-	return nil
-}
-
-// applyPending adds write-behind state to a stored record.
-func applyPending(rec *adminv1.User, last time.Time, count uint64, claims map[string]string, claimsDirty bool) {
-	if !last.IsZero() && (rec.GetLastLogin() == nil || last.After(rec.GetLastLogin().AsTime())) {
-		rec.LastLogin = timestamppb.New(last)
-	}
-	rec.LoginCount += count
-	if claimsDirty {
-		rec.Claims = claims
+// newRecord is the record of a user's first Login; the backend sets its id.
+func newRecord(l *Login) *adminv1.User {
+	at := timestamppb.New(l.At)
+	return &adminv1.User{
+		Provider:   l.Provider,
+		Username:   l.Username,
+		Subject:    l.Subject,
+		CreatedAt:  at,
+		LastLogin:  at,
+		LoginCount: 1,
+		Active:     true,
+		Claims:     l.Claims, // only read: see Login.Claims
 	}
 }

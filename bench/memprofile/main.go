@@ -1,7 +1,7 @@
 // Command memprofile attributes jwtauthz's memory with N known users and N
-// cached tokens: it wires authz.Server and the bbolt store as `jwtauthz
-// serve` does (one ES256 provider with an e-mail claim header, the default
-// identity headers), sends N first logins from 64 goroutines straight to
+// cached tokens: it builds authz.Server and the bbolt store from a config,
+// with the config package, as `jwtauthz serve` does (one ES256 provider
+// with an e-mail claim header, the default identity headers), sends N first logins from 64 goroutines straight to
 // Server.Check (no gRPC), then N repeats, and reports the live heap after a
 // full GC, with and without the token cache, plus a heap profile.
 //
@@ -17,9 +17,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sync"
@@ -31,10 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/jwtauthz/jwtauthz/authz"
-	"github.com/jwtauthz/jwtauthz/authz/claims"
-	"github.com/jwtauthz/jwtauthz/authz/keys"
-	"github.com/jwtauthz/jwtauthz/authz/token"
-	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 const issuer = "https://idp-b.example.com"
@@ -92,37 +92,38 @@ func run() error {
 // every request twice, and writes its heap profile to profile unless "".
 // The server stays reachable until both are taken.
 func measure(dir string, cacheEntries int, pub *ecdsa.PublicKey, reqs []*authv3.CheckRequest, base float64, profile string) (float64, error) {
-	db, err := store.Open(store.Options{Path: dir + "/users.db"})
+	// The config serve would read, built by the same package.
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return 0, err
+	}
+	pemPath := filepath.Join(dir, "public.pem")
+	if err := os.WriteFile(pemPath, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+		return 0, err
+	}
+	cfg, err := config.Parse(fmt.Appendf(nil, `
+store: {path: %q}
+cache: {max_entries: %d}
+providers:
+  - name: es256
+    issuer: %s
+    algorithms: [ES256]
+    pem_files: [%q]
+    claim_headers: {x-auth-email: email}
+`, filepath.Join(dir, "users.db"), cacheEntries, issuer, pemPath))
+	if err != nil {
+		return 0, err
+	}
+	provs, err := config.BuildProviders(cfg, config.BuildOptions{})
+	if err != nil {
+		return 0, err
+	}
+	db, err := config.OpenStore(cfg, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	schema, err := claims.Compile("")
-	if err != nil {
-		return 0, err
-	}
-	v := token.NewVerifier(token.Options{
-		Provider:   "es256",
-		Issuer:     issuer,
-		Algorithms: []string{"ES256"},
-		Leeway:     30 * time.Second,
-		Keys:       keys.NewStatic(keys.NewSet([]keys.Key{{Public: pub}}, 1)),
-		Schema:     schema,
-	})
-	router, err := token.NewRouter([]*token.Verifier{v})
-	if err != nil {
-		return 0, err
-	}
-	srv := authz.New(authz.Options{
-		Verifier: router,
-		Users:    db,
-		Headers: authz.IdentityHeaders{
-			User: "x-auth-user", UserID: "x-auth-user-id", Provider: "x-auth-provider", StripPrefix: "x-auth-",
-		},
-		ClaimHeaders:         map[string][]authz.ClaimHeader{"es256": {{Header: "x-auth-email", Claim: "email"}}},
-		ForwardAuthorization: true,
-		CacheMaxEntries:      cacheEntries,
-	})
+	srv := authz.New(authz.Options{Users: db}, config.Policy(cfg, provs))
 	for pass := range 2 {
 		if err := checkAll(srv, reqs); err != nil {
 			return 0, fmt.Errorf("pass %d: %w", pass+1, err)

@@ -1,7 +1,7 @@
 // Command report turns one bench/run.sh run into results.csv and a markdown
 // report: per scenario rps, latency percentiles, the server's CPU seconds,
 // Checks per server CPU-second and the ratios to the floor; the Go
-// benchmarks; and issue 5's targets, each computed from the run's figures.
+// benchmarks; and the performance targets, each computed from the run's figures.
 //
 //	report --out bench/out --image latency.png > bench/out/results.md
 //
@@ -804,7 +804,7 @@ func (r *reporter) targets() {
 		vs = append(vs, verdict{"Memory: ≤ 150 MB RSS with 100,000 cached tokens and 100,000 known users", fig, v})
 	}
 
-	r.printf("%s Targets of issue 5\n\n", r.h)
+	r.printf("%s Targets\n\n", r.h)
 	r.printf("| target | measured in this run | verdict |\n|---|---|---|\n")
 	for _, v := range vs {
 		r.printf("| %s | %s | %s |\n", v.target, v.figure, v.verdict)

@@ -11,8 +11,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/jwtauthz/jwtauthz/admin"
 	"github.com/jwtauthz/jwtauthz/authz"
-	"github.com/jwtauthz/jwtauthz/authz/admin"
+	"github.com/jwtauthz/jwtauthz/config"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 )
 
@@ -28,7 +29,7 @@ var adminService = adminv1.UserAdmin_ServiceDesc.ServiceName
 // path's, and require cfg.Admin.RequireClaims. Health and reflection need
 // no token, as on the main listener, so that probes work; they reveal no
 // user.
-func startAdmin(cfg *config, verifier authz.Verifier, users admin.Users, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
+func startAdmin(cfg *config.Config, verifier authz.Verifier, users admin.Users, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
 	if cfg.Admin.Listen == "" {
 		return nil, nil, nil
 	}
@@ -36,7 +37,7 @@ func startAdmin(cfg *config, verifier authz.Verifier, users admin.Users, logger 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if len(cfg.Admin.RequireClaims) == 0 {
-		// SPEC.md allows it, so it is not an error; but every provider
+		// The config allows it (admin.require_claims), so it is not an error; but every provider
 		// verifies admin tokens, so every user of the mesh could list and
 		// deactivate every other.
 		logger.Warn("admin API open to every verified token: admin.require_claims is empty; set e.g. require_claims: {roles: jwtauthz-admin}")

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 // The peer conformance vectors live beside the checkout, in ../shared/ (read
@@ -194,7 +196,7 @@ func judge(t *testing.T, v vector, usernameClaim string) (outcome, detail string
 	algs := v.Config.AllowedAlgs
 	if len(algs) == 0 {
 		if h, ok := v.Header.(map[string]any); ok {
-			if a, ok := h["alg"].(string); ok && slices.Contains(supportedAlgs, a) {
+			if a, ok := h["alg"].(string); ok && slices.Contains(config.Algorithms, a) {
 				algs = []string{a}
 			}
 		}

@@ -22,6 +22,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 )
 
@@ -29,7 +32,7 @@ import (
 // whose TestMain runs main when JWTAUTHZ_TEST_MAIN=1.
 type child struct {
 	cmd      *exec.Cmd
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	grpcAddr string
 	httpAddr string
 	waited   chan struct{}
@@ -40,7 +43,7 @@ type child struct {
 // variables, and waits until it listens (not until it is SERVING).
 func startChild(t testing.TB, cfgPath string, env []string, args ...string) *child {
 	t.Helper()
-	c := &child{logs: &syncBuffer{}, waited: make(chan struct{})}
+	c := &child{logs: &testlog.Buffer{}, waited: make(chan struct{})}
 	c.cmd = exec.Command(os.Args[0], append([]string{"serve", "--config", cfgPath, "--log-format", "json"}, args...)...)
 	c.cmd.Env = append(append(os.Environ(), "JWTAUTHZ_TEST_MAIN=1"), env...)
 	c.cmd.Stderr = c.logs
@@ -236,7 +239,7 @@ func crashReps(t *testing.T) int {
 // round restarts serve on the same file, which must come up and still know
 // the users of the round before.
 func TestCrashKill9(t *testing.T) {
-	s := newTestSetup(t)
+	s := servetest.New(t)
 	reps := crashReps(t)
 	const clients, conns = 16, 4
 	type ack struct{ id string }
@@ -244,7 +247,7 @@ func TestCrashKill9(t *testing.T) {
 	var prev []string         // users allowed in the previous round
 	total := 0
 	for rep := range reps {
-		c := startChild(t, s.cfgPath, nil, "--drain", "0")
+		c := startChild(t, s.ConfigPath, nil, "--drain", "0")
 		waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
 		ccs := make([]*checkClient, conns)
 		for i := range ccs {
@@ -255,7 +258,7 @@ func TestCrashKill9(t *testing.T) {
 			if i == 20 {
 				break
 			}
-			a, err := ccs[0].check(context.Background(), s.mint(t, name, time.Hour))
+			a, err := ccs[0].check(context.Background(), s.Mint(t, name, time.Hour))
 			if err != nil || !a.allow || a.newUser || a.userID != acked[name].id {
 				t.Fatalf("round %d: user %s of the round before after restart: %+v, %v; want an allow of id %s, not new",
 					rep, name, a, err, acked[name].id)
@@ -273,7 +276,7 @@ func TestCrashKill9(t *testing.T) {
 				cc := ccs[cl%conns]
 				for seq := 0; ctx.Err() == nil; seq++ {
 					name := fmt.Sprintf("r%03d-c%02d-%06d", rep, cl, seq)
-					tok, err := mintToken(s.key, name, mintOptions{TTL: time.Hour, Now: time.Now()})
+					tok, err := signing.Mint(s.Key, name, signing.Options{TTL: time.Hour, Now: time.Now()})
 					if err != nil {
 						t.Error(err)
 						return
@@ -303,7 +306,7 @@ func TestCrashKill9(t *testing.T) {
 			t.FailNow()
 		}
 
-		users := storedUsers(t, s.dbPath)
+		users := storedUsers(t, s.DBPath)
 		ids := map[uint64]string{}
 		for name, u := range users {
 			if other, dup := ids[u.GetId()]; dup {

@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 // runDemo walks a newcomer through the service: a fresh RS512 key, a real
@@ -47,12 +50,12 @@ func (d *demo) step(format string, args ...any) {
 
 func (d *demo) run(ctx context.Context) error {
 	d.step("1. An identity provider's key pair (RS512, 4096-bit, as in the original Django setup)")
-	key, err := generateKey("RS512", 0)
+	key, err := signing.Generate("RS512", 0)
 	if err != nil {
 		return err
 	}
 	keyDir := filepath.Join(d.dir, "keys")
-	kid, err := writeKeyFiles(keyDir, "RS512", key)
+	kid, err := signing.WriteKeyFiles(keyDir, "RS512", key)
 	if err != nil {
 		return err
 	}
@@ -79,7 +82,7 @@ providers:
 		return err
 	}
 	fmt.Fprint(d.w, indent(cfgText))
-	cfg, err := loadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
 	}
@@ -96,7 +99,7 @@ providers:
 
 	now := time.Now()
 	mintFor := func(user string, ttl time.Duration, extra map[string]any) (string, error) {
-		return mintToken(key, user, mintOptions{Alg: "RS512", Issuer: "https://idp.example.com", TTL: ttl, Claims: extra, Now: now})
+		return signing.Mint(key, user, signing.Options{Alg: "RS512", Issuer: "https://idp.example.com", TTL: ttl, Claims: extra, Now: now})
 	}
 	alice, err := mintFor("alice", time.Hour, map[string]any{"email": "alice@example.com"})
 	if err != nil {

@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +16,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store/etcd/etcdtest"
 )
@@ -27,8 +26,7 @@ import (
 // replicas of one Deployment share an etcd cluster.
 type etcdCluster struct {
 	etcd   *etcdtest.Server
-	dir    string
-	key    any
+	env    *servetest.Env
 	prefix string
 
 	mu     sync.Mutex
@@ -37,22 +35,14 @@ type etcdCluster struct {
 
 func newEtcdCluster(t *testing.T) *etcdCluster {
 	t.Helper()
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	return &etcdCluster{etcd: etcdtest.Start(t), dir: dir, key: key, prefix: "/cluster/", tokens: map[string]string{}}
+	return &etcdCluster{etcd: etcdtest.Start(t), env: servetest.New(t), prefix: "/cluster/", tokens: map[string]string{}}
 }
 
 // start starts one jwtauthz service of the cluster, with the admin API on,
 // and shuts it down when the test ends. It does not wait for SERVING.
 func (c *etcdCluster) start(t *testing.T) *service {
 	t.Helper()
-	doc := fmt.Sprintf(`listen: 127.0.0.1:0
+	c.env.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
 http_listen: ""
 admin:
   listen: 127.0.0.1:0
@@ -66,23 +56,8 @@ store:
 providers:
   - algorithms: [ES256]
     pem_files: [%s]
-`, c.etcd.Endpoint(), c.prefix, filepath.Join(c.dir, "keys", "public.pem"))
-	path := filepath.Join(t.TempDir(), "jwtauthz.yaml")
-	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := startService(context.Background(), cfg, serviceOptions{
-		logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatalf("startService: %v", err)
-	}
-	t.Cleanup(func() { _ = svc.shutdown(0) })
-	return svc
+`, c.etcd.Endpoint(), c.prefix, c.env.PublicPEM))
+	return startEnv(t, c.env, serviceOptions{})
 }
 
 // startServing starts n services and waits until each is SERVING.
@@ -105,7 +80,7 @@ func (c *etcdCluster) token(t *testing.T, user string, claims map[string]any) st
 	if tok, ok := c.tokens[user]; ok {
 		return tok
 	}
-	tok, err := mintToken(c.key, user, mintOptions{TTL: time.Hour, Now: time.Now(), Claims: claims})
+	tok, err := signing.Mint(c.env.Key, user, signing.Options{TTL: time.Hour, Now: time.Now(), Claims: claims})
 	if err != nil {
 		t.Error(err)
 		return ""

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,7 +20,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // fsizeEnv names a file size limit (bytes) that a child serve sets on
@@ -44,53 +45,18 @@ func init() {
 	}
 }
 
-// jwksSetup is a key pair whose public half is served as a JWK Set from a
-// URL, and a config for it.
-type jwksSetup struct {
-	dir, dbPath string
-	key         any
-	jwks        []byte // the set, with the key's kid
+// startJWKS runs the service in this process with e's key served as a
+// JWK Set at url.
+func startJWKS(t *testing.T, e *servetest.Env, url string) *service {
+	t.Helper()
+	e.WriteConfig(t, fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n  - algorithms: [ES256]\n    jwks_url: %s\n", e.DBPath, url))
+	return startEnv(t, e, serviceOptions{})
 }
 
-func newJWKSSetup(t *testing.T) *jwksSetup {
+// mintKID mints a token for user with kid as its kid ("": the key's own).
+func mintKID(t *testing.T, e *servetest.Env, user, kid string) string {
 	t.Helper()
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	jwks, err := os.ReadFile(filepath.Join(dir, "keys", "jwks.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &jwksSetup{dir: dir, dbPath: filepath.Join(dir, "users.db"), key: key, jwks: jwks}
-}
-
-// start runs the service in this process with the provider's keys at url.
-func (s *jwksSetup) start(t *testing.T, url string) *service {
-	t.Helper()
-	cfg, err := parseConfig(fmt.Appendf(nil, "listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n  - algorithms: [ES256]\n    jwks_url: %s\n", s.dbPath, url))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := startService(context.Background(), cfg, serviceOptions{logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.shutdown(0) })
-	return svc
-}
-
-func (s *jwksSetup) mint(t *testing.T, user, kid string) string {
-	t.Helper()
-	tok, err := mintToken(s.key, user, mintOptions{TTL: time.Hour, Now: time.Now(), KID: kid})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return e.MintWith(t, user, signing.Options{TTL: time.Hour, Now: time.Now(), KID: kid})
 }
 
 // TestFaultJWKSDownAtStart starts serve while its JWKS URL refuses
@@ -98,7 +64,7 @@ func (s *jwksSetup) mint(t *testing.T, user, kid string) string {
 // every Check 503 keys_unavailable; when the server comes up at that URL, it
 // must recover by itself and allow.
 func TestFaultJWKSDownAtStart(t *testing.T) {
-	s := newJWKSSetup(t)
+	s := servetest.New(t)
 	// Take a free port and release it: the JWKS server is down, connections
 	// are refused, until it listens there again.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -107,10 +73,10 @@ func TestFaultJWKSDownAtStart(t *testing.T) {
 	}
 	jwksAddr := l.Addr().String()
 	l.Close()
-	svc := s.start(t, "http://"+jwksAddr+"/jwks.json")
+	svc := startJWKS(t, s, "http://"+jwksAddr+"/jwks.json")
 	grpcAddr, readyz := svc.grpcAddr.String(), "http://"+svc.httpAddr.String()+"/readyz"
 	cc := dialCheck(t, grpcAddr)
-	tok := s.mint(t, "alice", "")
+	tok := mintKID(t, s, "alice", "")
 
 	// Down for 1.5 s: the first fetch and at least one retry fail.
 	downUntil := time.Now().Add(1500 * time.Millisecond)
@@ -140,7 +106,7 @@ func TestFaultJWKSDownAtStart(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(s.jwks)
+		w.Write(s.JWKS(t))
 	})}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -176,7 +142,7 @@ func TestFaultJWKSDownAtStart(t *testing.T) {
 // (rate limit); Checks with the known kid are not held up; and once the
 // fetch has timed out the goroutines are back near where they were.
 func TestFaultJWKSSlow(t *testing.T) {
-	s := newJWKSSetup(t)
+	s := servetest.New(t)
 	var slow atomic.Bool
 	var hits atomic.Int64
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -189,14 +155,14 @@ func TestFaultJWKSSlow(t *testing.T) {
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(s.jwks)
+		w.Write(s.JWKS(t))
 	}))
 	t.Cleanup(jwks.Close)
-	svc := s.start(t, jwks.URL)
+	svc := startJWKS(t, s, jwks.URL)
 	grpcAddr := svc.grpcAddr.String()
 	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
 	cc := dialCheck(t, grpcAddr)
-	known := s.mint(t, "known", "")
+	known := mintKID(t, s, "known", "")
 	if a, err := cc.check(context.Background(), known); err != nil || !a.allow {
 		t.Fatalf("known kid before the fault: %+v, %v", a, err)
 	}
@@ -220,7 +186,7 @@ func TestFaultJWKSSlow(t *testing.T) {
 	var wg sync.WaitGroup
 	var peak atomic.Int64
 	for i := range n {
-		tok := s.mint(t, fmt.Sprintf("slow-%d", i), fmt.Sprintf("unknown-kid-%d", i))
+		tok := mintKID(t, s, fmt.Sprintf("slow-%d", i), fmt.Sprintf("unknown-kid-%d", i))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -283,7 +249,7 @@ func TestFaultJWKSSlow(t *testing.T) {
 	// Another burst: the rate limit allows no fetch, so none waits.
 	again := make([]string, n)
 	for i := range again {
-		again[i] = s.mint(t, "again", fmt.Sprintf("other-kid-%d", i))
+		again[i] = mintKID(t, s, "again", fmt.Sprintf("other-kid-%d", i))
 	}
 	start = time.Now()
 	for _, tok := range again {
@@ -336,9 +302,9 @@ func settledGoroutines(want int) int {
 // allowed user once, and serve started without the limit creates the
 // refused users.
 func TestFaultStoreWriteFailure(t *testing.T) {
-	s := newTestSetup(t)
+	s := servetest.New(t)
 	const limit = 64 << 10 // bbolt grows its file 32 KiB, 64 KiB, 128 KiB, ...
-	c := startChild(t, s.cfgPath, []string{fsizeEnv + "=" + strconv.Itoa(limit)}, "--drain", "0")
+	c := startChild(t, s.ConfigPath, []string{fsizeEnv + "=" + strconv.Itoa(limit)}, "--drain", "0")
 	waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
 	cc := dialCheck(t, c.grpcAddr)
 	ctx := context.Background()
@@ -350,7 +316,7 @@ func TestFaultStoreWriteFailure(t *testing.T) {
 			t.Fatalf("5000 users created under a %d-byte file size limit: no write failed", limit)
 		}
 		name := fmt.Sprintf("user-%04d", i)
-		a, err := cc.check(ctx, s.mint(t, name, time.Hour))
+		a, err := cc.check(ctx, s.Mint(t, name, time.Hour))
 		if err != nil {
 			t.Fatalf("Check of new user %s: gRPC error %v", name, err)
 		}
@@ -374,7 +340,7 @@ func TestFaultStoreWriteFailure(t *testing.T) {
 	// Known users are served from memory.
 	known := 0
 	for name, id := range ids {
-		a, err := cc.check(ctx, s.mint(t, name, time.Hour))
+		a, err := cc.check(ctx, s.Mint(t, name, time.Hour))
 		if err != nil || !a.allow || a.userID != id || a.newUser {
 			t.Fatalf("known user %s while writes fail: %+v, %v; want an allow of id %s", name, a, err, id)
 		}
@@ -394,7 +360,7 @@ func TestFaultStoreWriteFailure(t *testing.T) {
 		len(ids), len(refused), limit, known, code)
 
 	checkFile := func() map[string]string {
-		users := storedUsers(t, s.dbPath)
+		users := storedUsers(t, s.DBPath)
 		for name, id := range ids {
 			u, ok := users[name]
 			if !ok || strconv.FormatUint(u.GetId(), 10) != id {
@@ -413,18 +379,18 @@ func TestFaultStoreWriteFailure(t *testing.T) {
 			t.Errorf("user %s was refused with 503 but is in the file", name)
 		}
 	}
-	db, err := store.Open(store.Options{Path: s.dbPath})
+	db, err := bolt.Open(bolt.Options{Path: s.DBPath})
 	if err != nil {
 		t.Fatalf("store.Open after the write failures: %v", err)
 	}
 	db.Close()
 
 	// Without the limit the same file takes new users again.
-	c = startChild(t, s.cfgPath, nil, "--drain", "0")
+	c = startChild(t, s.ConfigPath, nil, "--drain", "0")
 	waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
 	cc = dialCheck(t, c.grpcAddr)
 	for _, name := range refused {
-		a, err := cc.check(ctx, s.mint(t, name, time.Hour))
+		a, err := cc.check(ctx, s.Mint(t, name, time.Hour))
 		if err != nil || !a.allow || !a.newUser {
 			t.Fatalf("refused user %s without the limit: %+v, %v; want a new user", name, a, err)
 		}

@@ -21,6 +21,8 @@ import (
 	"testing"
 
 	"github.com/MicahParks/jwkset"
+
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 // runForTest runs the jwtauthz command line as main does and returns what
@@ -90,8 +92,8 @@ func readJWKS(t *testing.T, dir string) (jwkset.JWK, json.RawMessage) {
 	return j, raw.Keys[0]
 }
 
-// thumbprintFromJWK computes the RFC 7638 thumbprint from the JWK members
-// themselves, independently of thumbprint(): encoding/json sorts map keys
+// thumbprintFromJWK computes the RFC 7638 signing.Thumbprint from the JWK members
+// themselves, independently of signing.Thumbprint(): encoding/json sorts map keys
 // and adds no whitespace, which is the canonical form.
 func thumbprintFromJWK(t *testing.T, m jwkset.JWKMarshal) string {
 	t.Helper()
@@ -165,7 +167,7 @@ func TestKeygen(t *testing.T) {
 				}
 			}
 
-			priv, err := loadPrivateKey(filepath.Join(dir, "private.pem"))
+			priv, err := signing.LoadPrivateKey(filepath.Join(dir, "private.pem"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,10 +223,10 @@ func TestKeygen(t *testing.T) {
 
 			wantKID := thumbprintFromJWK(t, m)
 			if m.KID != wantKID {
-				t.Errorf("JWK kid: got %q, want thumbprint %q", m.KID, wantKID)
+				t.Errorf("JWK kid: got %q, want signing.Thumbprint %q", m.KID, wantKID)
 			}
-			if got, err := thumbprint(pub); err != nil || got != wantKID {
-				t.Errorf("thumbprint(public.pem): got %q, %v; want %q", got, err, wantKID)
+			if got, err := signing.Thumbprint(pub); err != nil || got != wantKID {
+				t.Errorf("signing.Thumbprint(public.pem): got %q, %v; want %q", got, err, wantKID)
 			}
 			wantOut := "private key: " + filepath.Join(dir, "private.pem") + "\n" +
 				"public key:  " + filepath.Join(dir, "public.pem") + "\n" +
@@ -249,7 +251,7 @@ func TestKeygenECPadding(t *testing.T) {
 			continue
 		}
 		pub := &ecdsa.PublicKey{Curve: curve, X: x, Y: y}
-		j, err := publicJWK(pub)
+		j, err := signing.PublicJWK(pub)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +264,7 @@ func TestKeygenECPadding(t *testing.T) {
 	t.Skip("no small multiple of G with a short x found")
 }
 
-// TestKeygenThumbprintVectors checks thumbprint against the examples
+// TestKeygenThumbprintVectors checks signing.Thumbprint against the examples
 // published in RFC 7638 section 3.1 and RFC 8037 appendix A.3.
 func TestKeygenThumbprintVectors(t *testing.T) {
 	tests := []struct {
@@ -288,12 +290,12 @@ func TestKeygenThumbprintVectors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := thumbprint(tt.pub(t))
+			got, err := signing.Thumbprint(tt.pub(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
-				t.Errorf("thumbprint: got %q, want %q", got, tt.want)
+				t.Errorf("signing.Thumbprint: got %q, want %q", got, tt.want)
 			}
 		})
 	}
@@ -377,14 +379,14 @@ func TestKeygenUsageErrors(t *testing.T) {
 }
 
 func TestKeygenWriteKeyFilesRejectsMismatch(t *testing.T) {
-	key, err := generateKey("ES256", 0)
+	key, err := signing.Generate("ES256", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "keys")
-	_, err = writeKeyFiles(dir, "ES384", key)
+	_, err = signing.WriteKeyFiles(dir, "ES384", key)
 	if err == nil || !strings.Contains(err.Error(), "ES384") || !strings.Contains(err.Error(), "P-256") {
-		t.Errorf("writeKeyFiles(ES384, P-256 key): got %v, want an error naming both", err)
+		t.Errorf("signing.WriteKeyFiles(ES384, P-256 key): got %v, want an error naming both", err)
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("%s was created", dir)

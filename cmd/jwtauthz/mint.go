@@ -3,28 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
-
-// mintOptions says what mintToken puts in a token besides the username.
-type mintOptions struct {
-	Alg, KID, Issuer string
-	Audience         []string
-	TTL              time.Duration
-	Claims           map[string]any // extra claims, override the defaults
-	Now              time.Time
-}
 
 // runMint prints a signed JWT for tests and demos.
 func runMint(_ context.Context, env *cliEnv, args []string) error {
@@ -36,7 +25,7 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	fs := newFlagSet(env, "mint", "--key FILE [flags] USERNAME")
 	keyPath := fs.String("key", "", "PEM private key (PKCS#8, PKCS#1 or SEC 1), or with --alg HS* a file whose bytes are the shared secret")
 	alg := fs.String("alg", "", "signing algorithm (default from the key: RS512 for RSA, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
-	kid := fs.String("kid", "", `kid header (default: the key's RFC 7638 thumbprint, as in keygen's jwks.json; "" omits it)`)
+	kid := fs.String("kid", "", `kid header (default: the key's RFC 7638 signing.Thumbprint, as in keygen's jwks.json; "" omits it)`)
 	iss := fs.String("iss", "", "iss claim")
 	var aud, claims stringList
 	fs.Var(&aud, "aud", "aud claim; repeat for several (then aud is an array)")
@@ -63,7 +52,7 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	})
 
 	var key any
-	if isHMACAlg(*alg) {
+	if signing.IsHMAC(*alg) {
 		secret, err := loadHMACSecret(*keyPath)
 		if err != nil {
 			return err
@@ -73,23 +62,24 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 		}
 		key = secret
 	} else {
-		if key, err = loadPrivateKey(*keyPath); err != nil {
-			if errors.Is(err, errNoPrivateKeyPEM) {
-				return fmt.Errorf("%w (for a shared-secret file, give --alg %s)", err, strings.Join(hmacAlgs, "/"))
+		if key, err = signing.LoadPrivateKey(*keyPath); err != nil {
+			if errors.Is(err, signing.ErrNoPrivateKeyPEM) {
+				return fmt.Errorf("%w (for a shared-secret file, give --alg %s)", err, strings.Join(signing.HMACAlgs, "/"))
 			}
 			return err
 		}
 	}
 
-	token, err := signToken(key, fs.Arg(0), mintOptions{
+	token, err := signing.Mint(key, fs.Arg(0), signing.Options{
 		Alg:      *alg,
 		KID:      *kid,
+		NoKID:    omitKID,
 		Issuer:   *iss,
 		Audience: aud,
 		TTL:      *ttl,
 		Claims:   extra,
 		Now:      now(),
-	}, omitKID)
+	})
 	if err != nil {
 		return err
 	}
@@ -150,98 +140,4 @@ func hmacMinBytes(alg string) int {
 		return 64
 	}
 	return 32
-}
-
-// mintToken returns a compact JWT for username signed with key: a
-// crypto.Signer private key, or the shared secret as []byte for HS*. It holds
-// username and sub (both username), iat (o.Now, or the current time when
-// zero), exp (iat + o.TTL), iss and aud when set (aud is a string for one
-// audience, an array for several), then o.Claims, which override all of
-// these. An empty o.Alg is chosen from the key; an empty o.KID means the RFC
-// 7638 thumbprint of the public key, as keygen writes in jwks.json (no kid
-// for a shared secret, whose thumbprint would publish a hash of it).
-func mintToken(key any, username string, o mintOptions) (string, error) {
-	return signToken(key, username, o, false)
-}
-
-// signToken is mintToken that can also leave out the kid header.
-func signToken(key any, username string, o mintOptions, omitKID bool) (string, error) {
-	if username == "" {
-		return "", errors.New("mint: empty username")
-	}
-	alg, kid := o.Alg, o.KID
-	if alg != "" && !isHMACAlg(alg) && !slices.Contains(asymmetricAlgs, alg) {
-		return "", fmt.Errorf("unknown algorithm %q (valid: %s, %s)", alg, strings.Join(asymmetricAlgs, ", "), strings.Join(hmacAlgs, ", "))
-	}
-	var signingKey any
-	switch k := key.(type) {
-	case []byte:
-		if alg == "" {
-			return "", fmt.Errorf("a shared secret needs an explicit algorithm (%s)", strings.Join(hmacAlgs, ", "))
-		}
-		if !isHMACAlg(alg) {
-			return "", fmt.Errorf("algorithm %s does not fit a shared secret (use %s)", alg, strings.Join(hmacAlgs, ", "))
-		}
-		if len(k) == 0 {
-			return "", errors.New("empty shared secret")
-		}
-		signingKey = k
-	case crypto.Signer:
-		if alg == "" {
-			var err error
-			if alg, err = defaultAlg(k); err != nil {
-				return "", err
-			}
-		}
-		if err := checkAlgFitsKey(alg, k); err != nil {
-			return "", err
-		}
-		if kid == "" && !omitKID {
-			var err error
-			if kid, err = thumbprint(k.Public()); err != nil {
-				return "", err
-			}
-		}
-		signingKey = k
-	default:
-		return "", fmt.Errorf("unsupported signing key type %T", key)
-	}
-	method := jwt.GetSigningMethod(alg)
-	if method == nil {
-		return "", fmt.Errorf("unknown algorithm %q", alg)
-	}
-
-	now := o.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
-	claims := jwt.MapClaims{
-		"username": username,
-		"sub":      username,
-		"iat":      now.Unix(),
-		"exp":      now.Add(o.TTL).Unix(),
-	}
-	if o.Issuer != "" {
-		claims["iss"] = o.Issuer
-	}
-	switch len(o.Audience) {
-	case 0:
-	case 1:
-		claims["aud"] = o.Audience[0]
-	default:
-		claims["aud"] = append([]string(nil), o.Audience...)
-	}
-	for k, v := range o.Claims {
-		claims[k] = v
-	}
-
-	t := jwt.NewWithClaims(method, claims)
-	if kid != "" {
-		t.Header["kid"] = kid
-	}
-	signed, err := t.SignedString(signingKey)
-	if err != nil {
-		return "", fmt.Errorf("sign %s token: %w", alg, err)
-	}
-	return signed, nil
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 var mintTestNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -385,7 +387,7 @@ func TestMintRejects(t *testing.T) {
 
 // TestMintLoadPrivateKey covers the PEM forms other tools write.
 func TestMintLoadPrivateKey(t *testing.T) {
-	rsaKey, err := generateKey("RS256", 0)
+	rsaKey, err := signing.Generate("RS256", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,10 +422,10 @@ func TestMintLoadPrivateKey(t *testing.T) {
 			if err := os.WriteFile(path, tt.data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := loadPrivateKey(path)
+			got, err := signing.LoadPrivateKey(path)
 			if tt.want == nil {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), path) {
-					t.Errorf("loadPrivateKey: got %v, want an error naming %s and containing %q", err, path, tt.wantErr)
+					t.Errorf("signing.LoadPrivateKey: got %v, want an error naming %s and containing %q", err, path, tt.wantErr)
 				}
 				return
 			}
@@ -431,10 +433,10 @@ func TestMintLoadPrivateKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !tt.want.(interface{ Equal(crypto.PrivateKey) bool }).Equal(got) {
-				t.Errorf("loadPrivateKey returned another key (%T)", got)
+				t.Errorf("signing.LoadPrivateKey returned another key (%T)", got)
 			}
-			if _, err := mintToken(got, "alice", mintOptions{Now: mintTestNow, TTL: time.Minute}); err != nil {
-				t.Errorf("mintToken with the loaded key: %v", err)
+			if _, err := signing.Mint(got, "alice", signing.Options{Now: mintTestNow, TTL: time.Minute}); err != nil {
+				t.Errorf("signing.Mint with the loaded key: %v", err)
 			}
 		})
 	}
@@ -442,15 +444,15 @@ func TestMintLoadPrivateKey(t *testing.T) {
 
 // TestMintToken covers the Go API the demo uses.
 func TestMintToken(t *testing.T) {
-	key, err := generateKey("ES256", 0)
+	key, err := signing.Generate("ES256", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kid, err := thumbprint(key.Public())
+	kid, err := signing.Thumbprint(key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
-	token, err := mintToken(key, "alice", mintOptions{
+	token, err := signing.Mint(key, "alice", signing.Options{
 		Issuer: "iss", Audience: []string{"aud"}, TTL: time.Hour, Now: mintTestNow,
 		Claims: map[string]any{"sub": "user-1", "roles": []string{"a", "b"}},
 	})
@@ -458,7 +460,7 @@ func TestMintToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := decodeSegment(t, token, 0)["kid"]; got != kid {
-		t.Errorf("kid: got %v, want the thumbprint %s", got, kid)
+		t.Errorf("kid: got %v, want the signing.Thumbprint %s", got, kid)
 	}
 	want := map[string]any{
 		"username": "alice", "sub": "user-1", "iss": "iss", "aud": "aud",
@@ -469,13 +471,13 @@ func TestMintToken(t *testing.T) {
 		t.Errorf("claims (-want +got):\n%s", diff)
 	}
 
-	if _, err := mintToken([]byte("secret"), "alice", mintOptions{}); err == nil || !strings.Contains(err.Error(), "HS256") {
-		t.Errorf("mintToken(secret, no alg): got %v, want an error asking for HS256/384/512", err)
+	if _, err := signing.Mint([]byte("secret"), "alice", signing.Options{}); err == nil || !strings.Contains(err.Error(), "HS256") {
+		t.Errorf("signing.Mint(secret, no alg): got %v, want an error asking for HS256/384/512", err)
 	}
-	if _, err := mintToken([]byte("secret"), "alice", mintOptions{Alg: "RS256"}); err == nil {
-		t.Error("mintToken(secret, RS256): got no error")
+	if _, err := signing.Mint([]byte("secret"), "alice", signing.Options{Alg: "RS256"}); err == nil {
+		t.Error("signing.Mint(secret, RS256): got no error")
 	}
-	if _, err := mintToken(key, "", mintOptions{}); err == nil {
-		t.Error("mintToken with an empty username: got no error")
+	if _, err := signing.Mint(key, "", signing.Options{}); err == nil {
+		t.Error("signing.Mint with an empty username: got no error")
 	}
 }

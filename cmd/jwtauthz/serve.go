@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -24,9 +21,8 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/jwtauthz/jwtauthz/authz"
-	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
+	"github.com/jwtauthz/jwtauthz/config"
 	"github.com/jwtauthz/jwtauthz/store"
-	"github.com/jwtauthz/jwtauthz/store/etcd"
 )
 
 // authzService is the health service name Envoy's gRPC health check of the
@@ -67,7 +63,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if *db != "" {
 		cfg.Store.Path = *db
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config after flags: %w", err)
 	}
 
@@ -81,14 +77,14 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 // loadConfigFlag loads the file named by --config, or by JWTAUTHZ_CONFIG.
-func loadConfigFlag(env *cliEnv, path string) (*config, error) {
+func loadConfigFlag(env *cliEnv, path string) (*config.Config, error) {
 	if path == "" {
 		path = env.getenv("JWTAUTHZ_CONFIG")
 	}
 	if path == "" {
 		return nil, &exitError{code: 2, err: errors.New("no config file: pass --config FILE or set JWTAUTHZ_CONFIG")}
 	}
-	return loadConfig(path)
+	return config.Load(path)
 }
 
 // newLogger builds the process's logger: JSON unless stderr is a terminal.
@@ -127,112 +123,12 @@ type serviceOptions struct {
 	httpClient *http.Client     // for JWKS fetches; default one with a timeout
 }
 
-// userStore is what serve needs of a store backend: the Check path's
-// Login, the admin API's calls, and its own lifecycle.
-type userStore interface {
-	Login(ctx context.Context, l store.Login) (store.Identity, error)
-	User(ctx context.Context, provider, username string) (*adminv1.User, error)
-	List(ctx context.Context, provider string, afterID uint64, limit int) ([]*adminv1.User, error)
-	SetActive(ctx context.Context, provider, username string, active bool) (*adminv1.User, error)
-	Flush() error
-	Close() error
-	// Ready reports whether the store was reached at least once; health
-	// is NOT_SERVING until then.
-	Ready() bool
-}
-
-// boltStore is the bbolt store, ready once it is open.
-type boltStore struct{ *store.DB }
-
-func (boltStore) Ready() bool { return true }
-
-// openStore opens the configured backend. The bbolt file is opened at
-// once; etcd is reached in the background, so that jwtauthz starts, and
-// reports NOT_SERVING, while etcd is down.
-func openStore(cfg *config, logger *slog.Logger) (userStore, error) {
-	if cfg.Store.Backend != backendEtcd {
-		db, err := store.Open(store.Options{Path: cfg.Store.Path, Logger: logger})
-		if err != nil {
-			return nil, err
-		}
-		return boltStore{db}, nil
-	}
-	opts, err := etcdOptions(cfg.Store.Etcd)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	opts.Logger = logger
-	s, err := etcd.Open(opts)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// etcdOptions reads the files store.etcd names; errors name the key.
-func etcdOptions(c *etcdConfig) (etcd.Options, error) {
-	opts := etcd.Options{
-		Endpoints:   c.Endpoints,
-		Prefix:      c.Prefix,
-		DialTimeout: c.DialTimeout,
-		// One bound for connecting and for each request: a Check that
-		// must create a user never waits longer on etcd.
-		RequestTimeout: c.DialTimeout,
-		Username:       c.Username,
-	}
-	if c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return opts, fmt.Errorf("store.etcd.password_file: %w", err)
-		}
-		// Files written by echo or an editor end with a newline; the
-		// password does not.
-		if opts.Password = strings.TrimRight(string(b), "\r\n"); opts.Password == "" {
-			return opts, fmt.Errorf("store.etcd.password_file: %s is empty", c.PasswordFile)
-		}
-	}
-	https := false
-	for _, ep := range c.Endpoints {
-		https = https || strings.HasPrefix(ep, "https://")
-	}
-	if !https && !c.TLS.set() {
-		return opts, nil
-	}
-	opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12} // system roots unless ca_file
-	if f := c.TLS.CAFile; f != "" {
-		pem, err := os.ReadFile(f)
-		if err != nil {
-			return opts, fmt.Errorf("store.etcd.tls.ca_file: %w", err)
-		}
-		opts.TLS.RootCAs = x509.NewCertPool()
-		if !opts.TLS.RootCAs.AppendCertsFromPEM(pem) {
-			return opts, fmt.Errorf("store.etcd.tls.ca_file: no PEM certificate in %s", f)
-		}
-	}
-	if c.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-		if err != nil {
-			return opts, fmt.Errorf("store.etcd.tls.cert_file, key_file: %w", err)
-		}
-		opts.TLS.Certificates = []tls.Certificate{cert}
-	}
-	return opts, nil
-}
-
-// storeString describes the store for the start-up log.
-func storeString(cfg *config) string {
-	if cfg.Store.Backend == backendEtcd {
-		return fmt.Sprintf("etcd %s prefix %s", strings.Join(cfg.Store.Etcd.Endpoints, ","), cfg.Store.Etcd.Prefix)
-	}
-	return cfg.Store.Path
-}
-
 // service is a running jwtauthz: store, providers, gRPC and HTTP servers.
 type service struct {
-	cfg       *config
+	cfg       *config.Config
 	logger    *slog.Logger
-	store     userStore
-	provs     *providers
+	store     *store.Engine
+	provs     *config.Providers
 	grpc      *grpc.Server
 	health    *health.Server
 	http      *http.Server
@@ -247,7 +143,7 @@ type service struct {
 // startService opens the store, builds the providers and starts listening.
 // It returns once the listeners are bound; health turns SERVING when every
 // provider has a key and the store was reached.
-func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *service, err error) {
+func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (svc *service, err error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
@@ -258,11 +154,11 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := authz.NewMetrics(reg)
 
-	provs, err := buildProviders(cfg, buildOptions{now: o.now, logger: o.logger, metrics: metrics, httpClient: o.httpClient})
+	provs, err := config.BuildProviders(cfg, config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	db, err := openStore(cfg, o.logger)
+	db, err := config.OpenStore(cfg, o.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +180,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		}
 	}
 
-	adminSrv, adminAddr, err := startAdmin(cfg, provs.router, db, o.logger)
+	adminSrv, adminAddr, err := startAdmin(cfg, provs.Router, db, o.logger)
 	if err != nil {
 		lis.Close()
 		if httpLis != nil {
@@ -307,27 +203,18 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		cancel:    cancel,
 		done:      make(chan struct{}),
 	}
-	ih := cfg.IdentityHeaders
 	authv3.RegisterAuthorizationServer(svc.grpc, authz.New(authz.Options{
-		Verifier: provs.router,
-		Users:    db,
-		Headers: authz.IdentityHeaders{
-			User: ih.User, UserID: ih.UserID, Provider: ih.Provider, Payload: ih.Payload, StripPrefix: ih.StripPrefix,
-		},
-		ClaimHeaders:         provs.claimHeaders,
-		Providers:            providerNames(cfg),
-		ForwardAuthorization: cfg.ForwardAuthorization,
-		CacheMaxEntries:      cfg.Cache.MaxEntries,
-		Now:                  o.now,
-		Logger:               o.logger,
-		Metrics:              metrics,
-	}))
+		Users:   db,
+		Now:     o.now,
+		Logger:  o.logger,
+		Metrics: metrics,
+	}, config.Policy(cfg, provs)))
 	healthpb.RegisterHealthServer(svc.grpc, svc.health)
 	reflection.Register(svc.grpc)
 	svc.setServing(false)
 	reg.MustRegister(authz.ServingGauge(svc.serving))
 
-	provs.runRemotes(runCtx)
+	provs.Run(runCtx)
 	go svc.watchReady(runCtx)
 	go func() {
 		defer close(svc.done)
@@ -345,7 +232,7 @@ func startService(ctx context.Context, cfg *config, o serviceOptions) (svc *serv
 		}()
 	}
 	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr), "admin", addrString(svc.adminAddr),
-		"store", storeString(cfg), "providers", len(cfg.Providers))
+		"store", cfg.Store.String(), "providers", len(cfg.Providers))
 	return svc, nil
 }
 
@@ -364,7 +251,7 @@ func (s *service) watchReady(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if s.provs.ready() && s.store.Ready() {
+		if s.provs.Ready() && s.store.Ready() {
 			s.setServing(true)
 			s.logger.Info("ready: every provider has keys and the store is loaded")
 			return
@@ -439,12 +326,4 @@ func (s *service) shutdown(drain time.Duration) error {
 	}
 	s.logger.Info("stopped")
 	return nil
-}
-
-func providerNames(cfg *config) []string {
-	names := make([]string, len(cfg.Providers))
-	for i, p := range cfg.Providers {
-		names[i] = p.Name
-	}
-	return names
 }

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,7 +20,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // TestMain lets a test run this binary's main as a child process, so SIGTERM
@@ -36,56 +38,19 @@ func TestMain(m *testing.M) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// testSetup writes a key pair and a config into a temp dir.
-type testSetup struct {
-	dir, cfgPath, dbPath string
-	key                  any
-}
-
-func newTestSetup(t *testing.T) *testSetup {
+// startEnv loads e's config and starts the service in this process, as
+// serve does; it shuts down when the test ends.
+func startEnv(t *testing.T, e *servetest.Env, o serviceOptions) *service {
 	t.Helper()
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	svc, err := startService(context.Background(), e.Config(t), o)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("startService: %v", err)
 	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	s := &testSetup{dir: dir, cfgPath: filepath.Join(dir, "jwtauthz.yaml"), dbPath: filepath.Join(dir, "users.db"), key: key}
-	cfg := fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n  - algorithms: [ES256]\n    pem_files: [%s]\n",
-		s.dbPath, filepath.Join(dir, "keys", "public.pem"))
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *testSetup) mint(t *testing.T, user string, ttl time.Duration) string {
-	t.Helper()
-	tok, err := mintToken(s.key, user, mintOptions{TTL: ttl, Now: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// syncBuffer is a log sink a test can read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	t.Cleanup(func() { _ = svc.shutdown(0) })
+	return svc
 }
 
 // listening waits for serve's start-up log line and returns its addresses.
@@ -149,15 +114,15 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 func TestServeEndToEnd(t *testing.T) {
-	s := newTestSetup(t)
-	logs := &syncBuffer{}
+	s := servetest.New(t)
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--drain", "300ms", "--log-format", "json"},
 			func(k string) string {
 				if k == "JWTAUTHZ_CONFIG" {
-					return s.cfgPath
+					return s.ConfigPath
 				}
 				return ""
 			}, strings.NewReader(""), io.Discard, logs)
@@ -172,7 +137,7 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Errorf("/readyz = %d, want 200", code)
 	}
 
-	tok := s.mint(t, "alice", time.Hour)
+	tok := s.Mint(t, "alice", time.Hour)
 	for range 2 {
 		out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok)
 		if code != 0 || !strings.Contains(out, "x-auth-user: alice") {
@@ -219,7 +184,7 @@ func TestServeEndToEnd(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	db, err := store.Open(store.Options{Path: s.dbPath})
+	db, err := bolt.Open(bolt.Options{Path: s.DBPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,9 +202,9 @@ func TestServeEndToEnd(t *testing.T) {
 // right after a burst of logins, and checks the write-behind state reached
 // the file and the process exited 0.
 func TestServeSIGTERMFlushes(t *testing.T) {
-	s := newTestSetup(t)
-	logs := &syncBuffer{}
-	cmd := exec.Command(os.Args[0], "serve", "--config", s.cfgPath, "--drain", "0", "--log-format", "json")
+	s := servetest.New(t)
+	logs := &testlog.Buffer{}
+	cmd := exec.Command(os.Args[0], "serve", "--config", s.ConfigPath, "--drain", "0", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "JWTAUTHZ_TEST_MAIN=1")
 	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
@@ -248,7 +213,7 @@ func TestServeSIGTERMFlushes(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill() })
 	grpcAddr, _ := listening(t, logs)
 	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
-	tok := s.mint(t, "bob", time.Hour)
+	tok := s.Mint(t, "bob", time.Hour)
 	const logins = 25
 	for range logins {
 		if out, _, code := runForTest(t, "check", "--addr", grpcAddr, "--token", tok); code != 0 {
@@ -261,7 +226,7 @@ func TestServeSIGTERMFlushes(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve exited with %v, want status 0; logs:\n%s", err, logs.String())
 	}
-	db, err := store.Open(store.Options{Path: s.dbPath})
+	db, err := bolt.Open(bolt.Options{Path: s.DBPath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,20 +241,20 @@ func TestServeSIGTERMFlushes(t *testing.T) {
 }
 
 func TestServeSecondProcessGetsClearError(t *testing.T) {
-	s := newTestSetup(t)
-	logs := &syncBuffer{}
+	s := servetest.New(t)
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--config", s.cfgPath, "--drain", "0", "--log-format", "json"},
+		done <- run(ctx, []string{"serve", "--config", s.ConfigPath, "--drain", "0", "--log-format", "json"},
 			func(string) string { return "" }, strings.NewReader(""), io.Discard, logs)
 	}()
 	listening(t, logs)
 	defer func() { cancel(); <-done }()
 
 	start := time.Now()
-	_, stderr, code := runForTest(t, "serve", "--config", s.cfgPath, "--drain", "0")
-	if code == 0 || !strings.Contains(stderr, s.dbPath) || !strings.Contains(stderr, "another jwtauthz process") {
+	_, stderr, code := runForTest(t, "serve", "--config", s.ConfigPath, "--drain", "0")
+	if code == 0 || !strings.Contains(stderr, s.DBPath) || !strings.Contains(stderr, "another jwtauthz process") {
 		t.Errorf("second serve: exit %d, stderr %q; want a non-zero exit naming the file and the cause", code, stderr)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -316,9 +281,9 @@ func TestServeBadConfigExitsNonZero(t *testing.T) {
 }
 
 func TestVerify(t *testing.T) {
-	s := newTestSetup(t)
+	s := servetest.New(t)
 	issued := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	tok, err := mintToken(s.key, "carol", mintOptions{TTL: time.Hour, Now: issued})
+	tok, err := signing.Mint(s.Key, "carol", signing.Options{TTL: time.Hour, Now: issued})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +304,7 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out, stderr, code := runForTest(t, append([]string{"verify", "--config", s.cfgPath}, tc.args...)...)
+			out, stderr, code := runForTest(t, append([]string{"verify", "--config", s.ConfigPath}, tc.args...)...)
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.wantCode, out, stderr)
 			}
@@ -352,7 +317,7 @@ func TestVerify(t *testing.T) {
 	}
 	// The token can also come on stdin, with its Bearer prefix.
 	var out, errOut bytes.Buffer
-	err = run(context.Background(), []string{"verify", "--config", s.cfgPath, "--at", "2026-01-01T12:30:00Z"},
+	err = run(context.Background(), []string{"verify", "--config", s.ConfigPath, "--at", "2026-01-01T12:30:00Z"},
 		func(string) string { return "" }, strings.NewReader("Bearer "+tok+"\n"), &out, &errOut)
 	if err != nil || !strings.HasPrefix(out.String(), "valid\n") {
 		t.Errorf("stdin: err %v, out %q, stderr %q", err, out.String(), errOut.String())

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
 )
 
 // TestShutdownUnderLoad sends SIGTERM to `serve --drain 2s` while clients
@@ -25,8 +27,8 @@ func TestShutdownUnderLoad(t *testing.T) {
 		// reaches the server after it stopped taking new RPCs.
 		margin = 250 * time.Millisecond
 	)
-	s := newTestSetup(t)
-	c := startChild(t, s.cfgPath, nil, "--drain", drain.String())
+	s := servetest.New(t)
+	c := startChild(t, s.ConfigPath, nil, "--drain", drain.String())
 	waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
 
 	type call struct {
@@ -43,7 +45,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	)
 	for cl := range clients {
 		cc := dialCheck(t, c.grpcAddr) // one connection per client, as Envoy's workers have
-		tok := s.mint(t, fmt.Sprintf("drain-%d", cl), time.Hour)
+		tok := s.Mint(t, fmt.Sprintf("drain-%d", cl), time.Hour)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -129,7 +131,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 			firstErr.end.Sub(sigAt).Round(time.Millisecond), firstErr.err, exitedAt.Sub(sigAt).Round(time.Millisecond))
 	}
 
-	users := storedUsers(t, s.dbPath)
+	users := storedUsers(t, s.DBPath)
 	for cl, n := range allowed {
 		name := fmt.Sprintf("drain-%d", cl)
 		u, ok := users[name]

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 // soakEnv reads a duration or a number from the environment.
@@ -68,22 +71,22 @@ func TestSoak(t *testing.T) {
 	warmup := soakEnv(t, "JWTAUTHZ_SOAK_WARMUP", min(dur/10, time.Minute))
 	const knownUsers, workers, conns = 2000, 32, 8
 
-	s := newTestSetup(t)
+	s := servetest.New(t)
 	// A cache of 4096 tokens fills during the warm-up, so what is sampled is
 	// the steady state; the default (100,000) would still be filling, by
 	// design, at the end of a 10-minute run at this rate.
-	f, err := os.OpenFile(s.cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(s.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintln(f, "cache: {max_entries: 4096}")
 	f.Close()
-	c := startChild(t, s.cfgPath, nil, "--drain", "1s")
+	c := startChild(t, s.ConfigPath, nil, "--drain", "1s")
 	waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
 	ttl := warmup + dur + 10*time.Minute
 	tokens := make([]string, knownUsers)
 	for i := range tokens {
-		tokens[i] = s.mint(t, fmt.Sprintf("known-%05d", i), ttl)
+		tokens[i] = s.Mint(t, fmt.Sprintf("known-%05d", i), ttl)
 	}
 	ccs := make([]*checkClient, conns)
 	for i := range ccs {
@@ -109,10 +112,10 @@ func TestSoak(t *testing.T) {
 				var err error
 				switch p := rnd.IntN(100); {
 				case p == 0:
-					tok, err = mintToken(s.key, fmt.Sprintf("fresh-%07d", freshSeq.Add(1)), mintOptions{TTL: ttl})
+					tok, err = signing.Mint(s.Key, fmt.Sprintf("fresh-%07d", freshSeq.Add(1)), signing.Options{TTL: ttl})
 					fresh.Add(1)
 				case p < 10:
-					tok, err = mintToken(s.key, fmt.Sprintf("known-%05d", rnd.IntN(knownUsers)), mintOptions{TTL: ttl})
+					tok, err = signing.Mint(s.Key, fmt.Sprintf("known-%05d", rnd.IntN(knownUsers)), signing.Options{TTL: ttl})
 				default:
 					tok = tokens[rnd.IntN(knownUsers)]
 				}
@@ -236,7 +239,7 @@ func TestSoak(t *testing.T) {
 
 	// Every allow is a login on disk.
 	var logins uint64
-	users := storedUsers(t, s.dbPath)
+	users := storedUsers(t, s.DBPath)
 	for _, u := range users {
 		logins += u.GetLoginCount()
 	}

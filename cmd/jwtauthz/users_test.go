@@ -8,10 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +21,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store"
 )
@@ -34,63 +34,43 @@ var usersLoginAt = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // adminFixture is a running admin API over a real store, as serve wires it.
 type adminFixture struct {
 	addr string
-	db   *store.DB
+	db   *store.Engine
 	key  crypto.Signer
 	// opToken holds the required claim; plainToken is a valid token
 	// without it.
 	opToken, plainToken string
 }
 
-// adminConfigYAML is a config with the admin API on, requiring roles=admin.
-func adminConfigYAML(t *testing.T, dir string) string {
+// adminSetup writes e's config with the admin API on, requiring the
+// claims of the YAML mapping require, and builds it as serve does: the
+// providers and the open store, closed when the test ends.
+func adminSetup(t *testing.T, e *servetest.Env, require string) (*config.Config, *config.Providers, *store.Engine) {
 	t.Helper()
-	return fmt.Sprintf(`listen: 127.0.0.1:0
-http_listen: ""
-admin:
-  listen: 127.0.0.1:0
-  require_claims:
-    roles: admin
-store:
-  path: %s
-providers:
-  - algorithms: [ES256]
-    pem_files: [%s]
-`, filepath.Join(dir, "users.db"), filepath.Join(dir, "keys", "public.pem"))
+	e.WriteConfig(t, fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: \"\"\nadmin:\n  listen: 127.0.0.1:0\n  require_claims: %s\nstore: {path: %s}\nproviders:\n  - algorithms: [ES256]\n    pem_files: [%s]\n",
+		require, e.DBPath, e.PublicPEM))
+	cfg := e.Config(t)
+	provs, err := config.BuildProviders(cfg, config.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := config.OpenStore(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return cfg, provs, db
 }
 
 func startAdminForTest(t *testing.T) *adminFixture {
 	t.Helper()
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
+	e := servetest.New(t)
+	cfg, provs, db := adminSetup(t, e, "{roles: admin}")
+	srv, addr, err := startAdmin(cfg, provs.Router, db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := parseConfig([]byte(adminConfigYAML(t, dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	provs, err := buildProviders(cfg, buildOptions{now: time.Now, logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(store.Options{Path: cfg.Store.Path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, addr, err := startAdmin(cfg, provs.router, db, logger)
-	if err != nil {
-		db.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stopAdmin(srv, 5*time.Second)
-		db.Close()
-	})
-	f := &adminFixture{addr: addr.String(), db: db, key: key}
+	t.Cleanup(func() { stopAdmin(srv, 5*time.Second) })
+	f := &adminFixture{addr: addr.String(), db: db, key: e.Key}
 	f.opToken = f.mint(t, "op", map[string]any{"roles": []any{"dev", "admin"}}, time.Hour)
 	f.plainToken = f.mint(t, "alice", nil, time.Hour)
 	return f
@@ -98,7 +78,7 @@ func startAdminForTest(t *testing.T) *adminFixture {
 
 func (f *adminFixture) mint(t *testing.T, user string, claims map[string]any, ttl time.Duration) string {
 	t.Helper()
-	tok, err := mintToken(f.key, user, mintOptions{TTL: ttl, Now: time.Now(), Claims: claims})
+	tok, err := signing.Mint(f.key, user, signing.Options{TTL: ttl, Now: time.Now(), Claims: claims})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,15 +279,15 @@ func TestUsersErrors(t *testing.T) {
 	lis.Close()
 
 	withToken := map[string]string{"JWTAUTHZ_TOKEN": f.opToken}
-	otherKey, err := generateKey("ES256", 0)
+	otherKey, err := signing.Generate("ES256", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	strangerToken, err := mintToken(otherKey, "op", mintOptions{TTL: time.Hour, Claims: map[string]any{"roles": "admin"}})
+	strangerToken, err := signing.Mint(otherKey, "op", signing.Options{TTL: time.Hour, Claims: map[string]any{"roles": "admin"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	expiredToken, err := mintToken(f.key, "op", mintOptions{TTL: time.Minute, Now: time.Now().Add(-time.Hour), Claims: map[string]any{"roles": "admin"}})
+	expiredToken, err := signing.Mint(f.key, "op", signing.Options{TTL: time.Minute, Now: time.Now().Add(-time.Hour), Claims: map[string]any{"roles": "admin"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,27 +424,7 @@ func TestStartAdminServesHealthAndReflection(t *testing.T) {
 }
 
 func TestStartAdminConfig(t *testing.T) {
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := parseConfig([]byte(adminConfigYAML(t, dir)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	provs, err := buildProviders(cfg, buildOptions{now: time.Now, logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(store.Options{Path: cfg.Store.Path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	cfg, provs, db := adminSetup(t, servetest.New(t), "{roles: admin}")
 
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -474,18 +434,18 @@ func TestStartAdminConfig(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		edit    func(c *config)
+		edit    func(c *config.Config)
 		wantErr string // "" for a nil server and no error
 	}{
-		{"off", func(c *config) { c.Admin.Listen = "" }, ""},
-		{"a list as the value", func(c *config) { c.Admin.RequireClaims = map[string]any{"roles": []any{"a", "b"}} }, "admin.require_claims.roles"},
-		{"address in use", func(c *config) { c.Admin.Listen = busy.Addr().String() }, "admin.listen " + busy.Addr().String()},
+		{"off", func(c *config.Config) { c.Admin.Listen = "" }, ""},
+		{"a list as the value", func(c *config.Config) { c.Admin.RequireClaims = map[string]any{"roles": []any{"a", "b"}} }, "admin.require_claims.roles"},
+		{"address in use", func(c *config.Config) { c.Admin.Listen = busy.Addr().String() }, "admin.listen " + busy.Addr().String()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := *cfg
 			tt.edit(&c)
-			srv, addr, err := startAdmin(&c, provs.router, db, nil)
+			srv, addr, err := startAdmin(&c, provs.Router, db, nil)
 			stopAdmin(srv, time.Second)
 			switch {
 			case tt.wantErr == "" && (err != nil || srv != nil || addr != nil):
@@ -500,33 +460,9 @@ func TestStartAdminConfig(t *testing.T) {
 // TestUsersConfigFileRequireClaims reads require_claims from a real file,
 // as YAML types them, and holds a nested path and a number to them.
 func TestUsersConfigFileRequireClaims(t *testing.T) {
-	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "keys"), "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	yml := strings.Replace(adminConfigYAML(t, dir), "    roles: admin\n", "    realm_access.roles: admin\n    level: 2\n", 1)
-	path := filepath.Join(dir, "jwtauthz.yaml")
-	if err := os.WriteFile(path, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	provs, err := buildProviders(cfg, buildOptions{now: time.Now, logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.Open(store.Options{Path: cfg.Store.Path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	srv, addr, err := startAdmin(cfg, provs.router, db, nil)
+	e := servetest.New(t)
+	cfg, provs, db := adminSetup(t, e, "{realm_access.roles: admin, level: 2}")
+	srv, addr, err := startAdmin(cfg, provs.Router, db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +479,7 @@ func TestUsersConfigFileRequireClaims(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := mintToken(key, "op", mintOptions{TTL: time.Hour, Claims: tt.claims})
+			tok, err := signing.Mint(e.Key, "op", signing.Options{TTL: time.Hour, Claims: tt.claims})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jwtauthz/jwtauthz/authz"
+	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 func runVerify(ctx context.Context, env *cliEnv, args []string) error {
@@ -38,15 +40,15 @@ func runVerify(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	provs, err := buildProviders(cfg, buildOptions{now: now, logger: logger})
+	provs, err := config.BuildProviders(cfg, config.BuildOptions{Now: now, Logger: logger})
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if err := provs.refreshOnce(ctx); err != nil {
+	if err := provs.RefreshOnce(ctx); err != nil {
 		fmt.Fprintf(env.stderr, "warning: %v\n", err)
 	}
 
-	res, provider, err := provs.router.Verify(ctx, raw)
+	res, provider, err := verifyToken(ctx, provs, raw)
 	if err != nil {
 		reason := authz.Classify(err)
 		if reason == authz.ReasonKeysUnavailable {
@@ -82,27 +84,31 @@ func parseTime(s string) (time.Time, error) {
 }
 
 // tokenArg returns the token from the arguments or, when there is none,
-// from stdin. A "Bearer " prefix is accepted and dropped.
+// from stdin, with surrounding white space (echo's newline) removed.
 func tokenArg(args []string, stdin io.Reader) (string, error) {
-	var raw string
 	switch len(args) {
 	case 0:
 		b, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
 		if err != nil {
 			return "", fmt.Errorf("read token from stdin: %w", err)
 		}
-		raw = string(b)
+		return strings.TrimSpace(string(b)), nil
 	case 1:
-		raw = args[0]
-	default:
-		return "", errors.New("give one token")
+		return strings.TrimSpace(args[0]), nil
 	}
-	raw = strings.TrimSpace(raw)
-	if len(raw) > 7 && strings.EqualFold(raw[:7], "bearer ") {
-		raw = strings.TrimSpace(raw[7:])
+	return "", errors.New("give one token")
+}
+
+// verifyToken judges raw as Check judges the token of an authorization
+// header: read with the same parser (a "Bearer " prefix is optional here),
+// then verified by the providers.
+func verifyToken(ctx context.Context, provs *config.Providers, raw string) (*token.Result, string, error) {
+	if len(raw) < 7 || !strings.EqualFold(raw[:7], "bearer ") {
+		raw = "Bearer " + raw
 	}
-	if raw == "" {
-		return "", errors.New("no token: pass it as an argument or on stdin")
+	tok, err := authz.ParseBearer(raw)
+	if err != nil {
+		return nil, "", err
 	}
-	return raw, nil
+	return provs.Router.Verify(ctx, tok)
 }

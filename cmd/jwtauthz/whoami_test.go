@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
 )
 
 // startWhoami runs whoami on a free loopback port and returns its base URL
@@ -20,7 +22,7 @@ import (
 func startWhoami(t *testing.T, args ...string) (string, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &testlog.Buffer{}
 	env := &cliEnv{getenv: func(string) string { return "" }, stdin: strings.NewReader(""), stdout: out, stderr: io.Discard}
 	errc := make(chan error, 1)
 	go func() { errc <- runWhoami(ctx, env, append([]string{"--listen", "127.0.0.1:0"}, args...)) }()

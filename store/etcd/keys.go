@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"fmt"
 	"strconv"
 	"strings"
@@ -67,7 +68,38 @@ func parseLastID(v []byte) (uint64, error) {
 	return id, nil
 }
 
-// errorf wraps err with the operation and the user it was about.
-func errorf(op, provider, username string, err error) error {
-	return fmt.Errorf("%s user %q of provider %q: %w", op, username, provider, err)
+// parseUserKey is the inverse of appendKey.
+func parseUserKey(key []byte) (provider, username string, err error) {
+	p, u, ok := bytes.Cut(key, []byte("/"))
+	if !ok {
+		return "", "", fmt.Errorf("%q has no \"/\" between provider and username", key)
+	}
+	if provider, err = unescape(p); err != nil {
+		return "", "", err
+	}
+	if username, err = unescape(u); err != nil {
+		return "", "", err
+	}
+	return provider, username, nil
+}
+
+// unescape is the inverse of appendEscaped.
+func unescape(b []byte) (string, error) {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] != '%' {
+			out = append(out, b[i])
+			continue
+		}
+		if i+2 >= len(b) {
+			return "", fmt.Errorf("%q ends within an escape", b)
+		}
+		v, err := strconv.ParseUint(string(b[i+1:i+3]), 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("%q: bad escape %q", b, b[i:i+3])
+		}
+		out = append(out, byte(v))
+		i += 2
+	}
+	return string(out), nil
 }

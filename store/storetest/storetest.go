@@ -63,6 +63,7 @@ func Run(t *testing.T, newOpener NewOpener) {
 		{"KeysDoNotCollide", testKeysDoNotCollide},
 		{"LoginInvalidUTF8", testLoginInvalidUTF8},
 		{"LoginAfterClose", testLoginAfterClose},
+		{"GroupCommitBadRecordFailsAlone", testGroupCommitBadRecordFailsAlone},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, newOpener(t)) })
@@ -553,4 +554,104 @@ func testLoginAfterClose(t *testing.T, open Opener) {
 	if _, err := s.Login(context.Background(), store.Login{Provider: "p", Username: "u", At: t0}); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("Login after Close = %v, want %v", err, store.ErrClosed)
 	}
+}
+
+func testGroupCommitBadRecordFailsAlone(t *testing.T, open Opener) {
+	// First Logins racing share commits; a record that cannot be written
+	// (a name that is not UTF-8) must fail alone, and every other user be
+	// created exactly once with an id of its own.
+	const n = 40
+	s := open(t)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	ids := make([]store.Identity, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ids[i], errs[i] = s.Login(context.Background(), store.Login{Provider: "p", Username: fmt.Sprintf("u%d", i), At: t0})
+		})
+	}
+	badErrs := make([]error, 5)
+	for i := range badErrs {
+		wg.Go(func() {
+			<-start
+			_, badErrs[i] = s.Login(context.Background(), store.Login{Provider: "p", Username: fmt.Sprintf("bad%d\xff", i), At: t0})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	seen := map[uint64]bool{}
+	for i := range n {
+		if errs[i] != nil || !ids[i].New || seen[ids[i].ID] {
+			t.Errorf("Login u%d = %+v, %v; want a new user with an unused id", i, ids[i], errs[i])
+		}
+		seen[ids[i].ID] = true
+	}
+	for i, err := range badErrs {
+		if err == nil {
+			t.Errorf("Login bad%d succeeded, want an encoding error", i)
+		}
+	}
+	mustClose(t, s)
+	s = open(t)
+	if got := allIDs(t, s); len(got) != n {
+		t.Errorf("%d users stored, want %d", len(got), n)
+	}
+}
+
+// Benchmark measures Login on s, a fresh store: known users (served from
+// memory; the Check path's common case), alone and in parallel, and new
+// users (a durable commit each, shared when concurrent).
+func Benchmark(b *testing.B, s Store) {
+	ctx := context.Background()
+	claims := map[string]string{"email": "alice@example.com"}
+	const users = 1024
+	logins := make([]store.Login, users)
+	for i := range logins {
+		logins[i] = store.Login{Provider: "default", Username: fmt.Sprintf("user-%04d", i), Subject: "s", Claims: claims, At: t0}
+		if _, err := s.Login(ctx, logins[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	login := func(b *testing.B, l store.Login) {
+		if _, err := s.Login(ctx, l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("known/serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			login(b, logins[0])
+		}
+	})
+	b.Run("known/parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		var next atomic.Uint64
+		b.RunParallel(func(pb *testing.PB) {
+			i := next.Add(97)
+			for pb.Next() {
+				i++
+				login(b, logins[i%users])
+			}
+		})
+	})
+	var fresh atomic.Uint64
+	newLogin := func() store.Login {
+		return store.Login{Provider: "default", Username: fmt.Sprintf("new-%d", fresh.Add(1)), At: t0}
+	}
+	b.Run("new/serial", func(b *testing.B) {
+		for b.Loop() {
+			login(b, newLogin())
+		}
+	})
+	b.Run("new/parallel16", func(b *testing.B) {
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				login(b, newLogin())
+			}
+		})
+	})
 }

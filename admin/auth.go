@@ -44,14 +44,10 @@ func (s *Server) authorize(ctx context.Context, method string) (*caller, error) 
 	fp := authz.Fingerprint(raw)
 	res, provider, err := s.verifier.Verify(ctx, raw)
 	if err != nil {
-		reason := authz.Classify(err)
-		code := codes.Unauthenticated
-		if reason == authz.ReasonKeysUnavailable || reason == authz.ReasonStoreUnavailable {
-			code = codes.Unavailable
-		}
-		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", string(reason),
+		d := authz.Deny(err)
+		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", string(d.Reason),
 			"provider", provider, "token_sha256", fp, "err", err)
-		return nil, status.Errorf(code, "invalid token (%s): %v", reason, err)
+		return nil, status.Errorf(d.Code, "invalid token (%s): %v", d.Reason, err)
 	}
 	c := &caller{provider: res.Provider, username: res.Username, fingerprint: fp}
 	for _, r := range s.require {
@@ -78,7 +74,8 @@ func (s *Server) authorize(ctx context.Context, method string) (*caller, error) 
 }
 
 // bearer returns the one Bearer token of the call's "authorization"
-// metadata. Errors never quote the value.
+// metadata, read as Check reads the header (authz.ParseBearer). Errors
+// never quote the value.
 func bearer(ctx context.Context) (string, error) {
 	const hint = `send the metadata "authorization: Bearer <JWT>"`
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -89,10 +86,9 @@ func bearer(ctx context.Context) (string, error) {
 	case len(vals) > 1:
 		return "", fmt.Errorf("%d authorization values: %s once", len(vals), hint)
 	}
-	scheme, rest, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
-	tok := strings.TrimSpace(rest)
-	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return "", errors.New("authorization is not a Bearer token: " + hint)
+	tok, err := authz.ParseBearer(vals[0])
+	if err != nil {
+		return "", fmt.Errorf("%w: %s", err, hint)
 	}
 	return tok, nil
 }

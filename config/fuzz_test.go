@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"reflect"
@@ -18,9 +18,9 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("providers:\n  - pem_files: [k.pem]\n"))
 	f.Add([]byte("providers: [{name: a, issuer: x, algorithms: [HS256], hmac_secret_file: s}, {name: b, jwks_url: 'https://idp/jwks'}]\n"))
 	f.Add([]byte("a: &x {b: *x}\n"))
-	keys := configKeys(reflect.TypeOf(config{}), "")
+	keys := configKeys(reflect.TypeOf(Config{}), "")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := parseConfig(data)
+		cfg, err := Parse(data)
 		if err != nil {
 			if cfg != nil {
 				t.Fatalf("parseConfig failed (%v) and returned a config", err)
@@ -84,9 +84,9 @@ func configKeys(t reflect.Type, prefix string) []string {
 
 // checkConfigInvariants checks what serve relies on once parseConfig has
 // accepted a document.
-func checkConfigInvariants(t *testing.T, cfg *config) {
+func checkConfigInvariants(t *testing.T, cfg *Config) {
 	t.Helper()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		t.Fatalf("an accepted config does not validate again: %v", err)
 	}
 	if len(cfg.Providers) == 0 {
@@ -109,7 +109,7 @@ func checkConfigInvariants(t *testing.T, cfg *config) {
 			t.Fatalf("providers[%d]: accepted an empty allowlist", i)
 		}
 		for _, a := range p.Algorithms {
-			if !slices.Contains(supportedAlgs, a) {
+			if !slices.Contains(Algorithms, a) {
 				t.Fatalf("providers[%d]: accepted algorithm %q", i, a)
 			}
 			if strings.HasPrefix(a, "HS") && p.HMACSecretFile == "" {
@@ -147,7 +147,7 @@ func TestParseConfigYAMLErrorsNameALine(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseConfig([]byte(tc.doc))
+			_, err := Parse([]byte(tc.doc))
 			if err == nil {
 				t.Fatal("parseConfig succeeded, want an error")
 			}

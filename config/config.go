@@ -1,4 +1,12 @@
-package main
+// Package config reads jwtauthz's YAML config file into validated
+// options, and builds from them what the service runs on: the providers
+// (key sources and verifiers), the Check policy and the user store. It is
+// imported by cmd/jwtauthz, by reload, by tests and by the benchmarks;
+// never by authz or store, which take their own small Options.
+//
+// Unknown keys and bad values are errors that name the key path and the
+// line: "config jwtauthz.yaml: line 7: unknown key \"providers[0].pem_file\"".
+package config
 
 import (
 	"errors"
@@ -14,57 +22,64 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// config is the file of SPEC.md "Config file". Field tags are the keys.
-type config struct {
-	Listen               string                `yaml:"listen"`
-	HTTPListen           string                `yaml:"http_listen"`
-	Admin                adminConfig           `yaml:"admin"`
-	Store                storeConfig           `yaml:"store"`
-	Cache                cacheConfig           `yaml:"cache"`
-	Providers            []providerConfig      `yaml:"providers"`
-	IdentityHeaders      identityHeadersConfig `yaml:"identity_headers"`
-	ForwardAuthorization bool                  `yaml:"forward_authorization"`
+// Config is the whole config file. Field tags are the keys; README.md
+// ("Configuration") lists every key with its default.
+type Config struct {
+	Listen               string          `yaml:"listen"`
+	HTTPListen           string          `yaml:"http_listen"`
+	Admin                Admin           `yaml:"admin"`
+	Store                Store           `yaml:"store"`
+	Cache                Cache           `yaml:"cache"`
+	Providers            []Provider      `yaml:"providers"`
+	IdentityHeaders      IdentityHeaders `yaml:"identity_headers"`
+	ForwardAuthorization bool            `yaml:"forward_authorization"`
 }
 
-type adminConfig struct {
+// Admin is the admin API (admin.*).
+type Admin struct {
 	Listen        string         `yaml:"listen"`
 	RequireClaims map[string]any `yaml:"require_claims"`
 }
 
-// The store backends.
+// The store backends (store.backend).
 const (
-	backendBolt = "bolt"
-	backendEtcd = "etcd"
+	BackendBolt = "bolt"
+	BackendEtcd = "etcd"
 )
 
-type storeConfig struct {
-	Backend string      `yaml:"backend"`
-	Path    string      `yaml:"path"`
-	Etcd    *etcdConfig `yaml:"etcd"` // nil when absent; only with backend etcd
+// Store is the user store (store.*).
+type Store struct {
+	Backend string `yaml:"backend"`
+	Path    string `yaml:"path"`
+	Etcd    *Etcd  `yaml:"etcd"` // nil when absent; only with backend etcd
 }
 
-type etcdConfig struct {
+// Etcd is store.etcd.
+type Etcd struct {
 	Endpoints    []string      `yaml:"endpoints"`
 	Prefix       string        `yaml:"prefix"`
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
-	TLS          etcdTLSConfig `yaml:"tls"`
+	TLS          EtcdTLS       `yaml:"tls"`
 	Username     string        `yaml:"username"`
 	PasswordFile string        `yaml:"password_file"`
 }
 
-type etcdTLSConfig struct {
+// EtcdTLS is store.etcd.tls.
+type EtcdTLS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 }
 
-func (t etcdTLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+func (t EtcdTLS) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
-type cacheConfig struct {
+// Cache is the verified-token cache (cache.*).
+type Cache struct {
 	MaxEntries int `yaml:"max_entries"`
 }
 
-type providerConfig struct {
+// Provider is one entry of providers: an issuer and its keys.
+type Provider struct {
 	Name                string            `yaml:"name"`
 	Issuer              string            `yaml:"issuer"`
 	Audiences           []string          `yaml:"audiences"`
@@ -80,7 +95,9 @@ type providerConfig struct {
 	ClaimHeaders        map[string]string `yaml:"claim_headers"`
 }
 
-type identityHeadersConfig struct {
+// IdentityHeaders names the headers set for the upstream
+// (identity_headers.*).
+type IdentityHeaders struct {
 	User        string `yaml:"user"`
 	UserID      string `yaml:"user_id"`
 	Provider    string `yaml:"provider"`
@@ -88,13 +105,14 @@ type identityHeadersConfig struct {
 	StripPrefix string `yaml:"strip_prefix"`
 }
 
-func defaultConfig() config {
-	return config{
+// Default returns the config with every default and no provider.
+func Default() Config {
+	return Config{
 		Listen:     "127.0.0.1:9001",
 		HTTPListen: "127.0.0.1:9090",
-		Store:      storeConfig{Backend: backendBolt, Path: defaultStorePath},
-		Cache:      cacheConfig{MaxEntries: 100000},
-		IdentityHeaders: identityHeadersConfig{
+		Store:      Store{Backend: BackendBolt, Path: defaultStorePath},
+		Cache:      Cache{MaxEntries: 100000},
+		IdentityHeaders: IdentityHeaders{
 			User:        "x-auth-user",
 			UserID:      "x-auth-user-id",
 			Provider:    "x-auth-provider",
@@ -107,19 +125,19 @@ func defaultConfig() config {
 // defaultStorePath is the bbolt file when store.path is not given.
 const defaultStorePath = "jwtauthz.db"
 
-func defaultEtcd() etcdConfig {
-	return etcdConfig{Prefix: "/jwtauthz/", DialTimeout: 5 * time.Second}
+func defaultEtcd() Etcd {
+	return Etcd{Prefix: "/jwtauthz/", DialTimeout: 5 * time.Second}
 }
 
 // UnmarshalYAML fills store.etcd's defaults before the file's keys.
-func (e *etcdConfig) UnmarshalYAML(n *yaml.Node) error {
+func (e *Etcd) UnmarshalYAML(n *yaml.Node) error {
 	*e = defaultEtcd()
-	type plain etcdConfig
+	type plain Etcd
 	return n.Decode((*plain)(e))
 }
 
-func defaultProvider() providerConfig {
-	return providerConfig{
+func defaultProvider() Provider {
+	return Provider{
 		Name:                "default",
 		Algorithms:          []string{"RS512"},
 		JWKSRefreshInterval: time.Hour,
@@ -129,14 +147,15 @@ func defaultProvider() providerConfig {
 }
 
 // UnmarshalYAML fills a provider's defaults before the file's keys.
-func (p *providerConfig) UnmarshalYAML(n *yaml.Node) error {
+func (p *Provider) UnmarshalYAML(n *yaml.Node) error {
 	*p = defaultProvider()
-	type plain providerConfig
+	type plain Provider
 	return n.Decode((*plain)(p))
 }
 
-// supportedAlgs is every algorithm jwtauthz verifies.
-var supportedAlgs = []string{
+// Algorithms is every algorithm jwtauthz verifies, the values
+// providers[].algorithms may name.
+var Algorithms = []string{
 	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 	"ES256", "ES384", "ES512", "EdDSA", "HS256", "HS384", "HS512",
 }
@@ -146,27 +165,27 @@ var (
 	headerNameRE   = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_|~-]+$`)
 )
 
-// loadConfig reads, decodes and validates the config file at path. Every
+// Load reads, decodes and validates the config file at path. Every
 // error names the file and the key.
-func loadConfig(path string) (*config, error) {
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := parseConfig(data)
+	cfg, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// parseConfig decodes and validates a config document.
-func parseConfig(data []byte) (*config, error) {
+// Parse decodes and validates a config document.
+func Parse(data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, withLine(data, err)
 	}
-	cfg := defaultConfig()
+	cfg := Default()
 	if len(root.Content) == 0 {
 		return nil, errors.New("the file is empty: at least one provider is required")
 	}
@@ -176,10 +195,10 @@ func parseConfig(data []byte) (*config, error) {
 	if err := root.Content[0].Decode(&cfg); err != nil {
 		return nil, withLine(data, explainDecode(err))
 	}
-	if cfg.Store.Backend == backendEtcd && mappingValue(mappingValue(root.Content[0], "store"), "path") == nil {
+	if cfg.Store.Backend == BackendEtcd && mappingValue(mappingValue(root.Content[0], "store"), "path") == nil {
 		cfg.Store.Path = "" // the bbolt file's default does not apply
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -277,7 +296,9 @@ func explainDecode(err error) error {
 	return errors.New(strings.Join(msgs, "; "))
 }
 
-func (c *config) validate() error {
+// Validate checks the values; every error names its key. Parse calls it;
+// call it again after changing a Config (serve's flags do).
+func (c *Config) Validate() error {
 	var errs []error
 	add := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
@@ -332,20 +353,20 @@ func (c *config) validate() error {
 // validate checks the store settings. The etcd password and TLS files are
 // read when the store is opened (openStore), with errors named the same
 // way.
-func (s *storeConfig) validate() []error {
+func (s *Store) validate() []error {
 	var errs []error
 	add := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 	switch s.Backend {
-	case backendBolt:
+	case BackendBolt:
 		if s.Path == "" {
 			add("store.path", "must name the bbolt file")
 		}
 		if s.Etcd != nil {
 			add("store.etcd", "is set but store.backend is bolt; set store.backend: etcd, or remove store.etcd")
 		}
-	case backendEtcd:
+	case BackendEtcd:
 		if s.Path != "" {
 			add("store.path", "names a bbolt file, but store.backend is etcd; remove store.path (and --db)")
 		}
@@ -360,7 +381,7 @@ func (s *storeConfig) validate() []error {
 	return errs
 }
 
-func (e *etcdConfig) validate(key string) []error {
+func (e *Etcd) validate(key string) []error {
 	var errs []error
 	add := func(k, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
@@ -420,7 +441,7 @@ func checkEndpoint(ep string) (scheme string, err error) {
 
 // validate checks one provider's settings. Its files are read when the
 // provider is built (buildProviders), with errors named the same way.
-func (p *providerConfig) validate(key string) []error {
+func (p *Provider) validate(key string) []error {
 	var errs []error
 	add := func(k, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
@@ -436,8 +457,8 @@ func (p *providerConfig) validate(key string) []error {
 		switch {
 		case strings.EqualFold(a, "none"):
 			add("algorithms", `"none" is never allowed: unsigned tokens would be accepted`)
-		case !slices.Contains(supportedAlgs, a):
-			add("algorithms", "unknown algorithm %q (supported: %s)", a, strings.Join(supportedAlgs, ", "))
+		case !slices.Contains(Algorithms, a):
+			add("algorithms", "unknown algorithm %q (supported: %s)", a, strings.Join(Algorithms, ", "))
 		case strings.HasPrefix(a, "HS"):
 			hasHS = true
 		default:

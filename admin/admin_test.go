@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,13 +29,15 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jwtauthz/jwtauthz/admin"
 	"github.com/jwtauthz/jwtauthz/authz"
-	"github.com/jwtauthz/jwtauthz/authz/admin"
 	"github.com/jwtauthz/jwtauthz/authz/claims"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // now is the injected clock of the verifiers and the Check server.
@@ -109,34 +110,16 @@ func userClaims(username string, extra jwt.MapClaims) jwt.MapClaims {
 	return c
 }
 
-// syncBuffer is a log sink read while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // fixture is a running admin API and Check server over one bbolt store,
 // both on one bufconn gRPC server.
 type fixture struct {
 	keys       *keySet
-	db         *store.DB
+	db         *store.Engine
 	path       string
 	admin      adminv1.UserAdminClient
 	check      authv3.AuthorizationClient
 	adminToken string // of "root", holding the required claim
-	logs       *syncBuffer
+	logs       *testlog.Buffer
 	stop       func()
 }
 
@@ -157,11 +140,11 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 	if o.requireClaims == nil {
 		o.requireClaims = map[string]any{"roles": "admin"}
 	}
-	db, err := store.Open(store.Options{Path: o.path})
+	db, err := bolt.Open(bolt.Options{Path: o.path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	router := o.keys.router(t)
 	as, err := admin.New(admin.Options{Users: db, Verifier: router, RequireClaims: o.requireClaims, Logger: logger})
@@ -170,11 +153,9 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 	}
 	gs := grpc.NewServer()
 	adminv1.RegisterUserAdminServer(gs, as)
-	authv3.RegisterAuthorizationServer(gs, authz.New(authz.Options{
+	authv3.RegisterAuthorizationServer(gs, authz.New(authz.Options{Users: db, Now: func() time.Time { return now }}, &authz.Policy{
 		Verifier: router,
-		Users:    db,
 		Headers:  authz.IdentityHeaders{User: "x-auth-user", UserID: "x-auth-user-id", Provider: "x-auth-provider", StripPrefix: "x-auth-"},
-		Now:      func() time.Time { return now },
 	}))
 	lis := bufconn.Listen(1 << 20)
 	go gs.Serve(lis)
@@ -806,7 +787,7 @@ func TestRequireClaims(t *testing.T) {
 
 func TestNewRefusesBadRequiredClaims(t *testing.T) {
 	ks := newKeys(t)
-	db, err := store.Open(store.Options{Path: filepath.Join(t.TempDir(), "users.db")})
+	db, err := bolt.Open(bolt.Options{Path: filepath.Join(t.TempDir(), "users.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"context"
@@ -14,42 +14,55 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
-// keySource is a provider's keys as the service sees them.
-type keySource interface {
+// KeySource is a provider's keys as the service sees them.
+type KeySource interface {
 	token.KeySource
 	Current() *keys.Set
 }
 
-// providers is every configured provider, built: the router that verifies
+// Providers is every configured provider, built: the router that verifies
 // tokens, the remote key sources to run, and what the Check path needs.
-type providers struct {
-	router       *token.Router
-	sources      map[string]keySource
-	remotes      map[string]*keys.Remote
-	claimHeaders map[string][]authz.ClaimHeader
+type Providers struct {
+	Router       *token.Router
+	Sources      map[string]KeySource
+	Remotes      map[string]*keys.Remote
+	ClaimHeaders map[string][]authz.ClaimHeader
+	Names        []string // in config order
 }
 
-type buildOptions struct {
-	now        func() time.Time
-	logger     *slog.Logger
-	metrics    *authz.Metrics // may be nil
-	httpClient *http.Client   // may be nil
+// BuildOptions are what building needs beyond the config.
+type BuildOptions struct {
+	Now        func() time.Time // default time.Now
+	Logger     *slog.Logger     // default: discard
+	Metrics    *authz.Metrics   // may be nil
+	HTTPClient *http.Client     // for JWKS fetches; nil: a client with a timeout
 }
 
-// buildProviders reads every provider's key files and schema and builds its
-// verifier. Errors name the config key and the file.
-func buildProviders(cfg *config, o buildOptions) (*providers, error) {
-	ps := &providers{
-		sources:      map[string]keySource{},
-		remotes:      map[string]*keys.Remote{},
-		claimHeaders: map[string][]authz.ClaimHeader{},
+func (o *BuildOptions) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// BuildProviders reads every provider's key files and schema and builds
+// its verifier. Errors name the config key and the file. Remote key sources
+// fetch nothing until Run or RefreshOnce.
+func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
+	o.defaults()
+	ps := &Providers{
+		Sources:      map[string]KeySource{},
+		Remotes:      map[string]*keys.Remote{},
+		ClaimHeaders: map[string][]authz.ClaimHeader{},
 	}
 	var verifiers []*token.Verifier
 	var errs []error
 	for i := range cfg.Providers {
 		p := &cfg.Providers[i]
 		key := fmt.Sprintf("providers[%d]", i)
-		static, err := readStaticKeys(p, key, o.logger)
+		static, err := readStaticKeys(p, key, o.Logger)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -59,23 +72,24 @@ func buildProviders(cfg *config, o buildOptions) (*providers, error) {
 			errs = append(errs, fmt.Errorf("%s.claims_schema: %w", key, err))
 			continue
 		}
-		var src keySource = keys.NewStatic(keys.NewSet(static, 1))
+		var src KeySource = keys.NewStatic(keys.NewSet(static, 1))
 		if p.JWKSURL != "" {
 			name := p.Name
 			r := keys.NewRemote(keys.RemoteOptions{
 				URL:             p.JWKSURL,
 				Static:          static,
 				RefreshInterval: p.JWKSRefreshInterval,
-				Client:          o.httpClient,
-				Logger:          o.logger.With("provider", name),
-				OnRefresh:       func(err error) { o.metrics.JWKSRefreshed(name, err) },
+				Client:          o.HTTPClient,
+				Logger:          o.Logger.With("provider", name),
+				OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
 			})
-			ps.remotes[name] = r
+			ps.Remotes[name] = r
 			src = r
 		}
-		ps.sources[p.Name] = src
+		ps.Sources[p.Name] = src
+		ps.Names = append(ps.Names, p.Name)
 		for h, c := range p.ClaimHeaders {
-			ps.claimHeaders[p.Name] = append(ps.claimHeaders[p.Name], authz.ClaimHeader{Header: h, Claim: c})
+			ps.ClaimHeaders[p.Name] = append(ps.ClaimHeaders[p.Name], authz.ClaimHeader{Header: h, Claim: c})
 		}
 		verifiers = append(verifiers, token.NewVerifier(token.Options{
 			Provider:      p.Name,
@@ -86,7 +100,7 @@ func buildProviders(cfg *config, o buildOptions) (*providers, error) {
 			UsernameClaim: p.UsernameClaim,
 			Keys:          src,
 			Schema:        schema,
-			Now:           o.now,
+			Now:           o.Now,
 		}))
 	}
 	if len(errs) > 0 {
@@ -96,13 +110,13 @@ func buildProviders(cfg *config, o buildOptions) (*providers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("providers: %w", err)
 	}
-	ps.router = router
+	ps.Router = router
 	return ps, nil
 }
 
 // readStaticKeys reads a provider's PEM files, JWKS file and HMAC secret, and
 // checks that each key fits one of its algorithms.
-func readStaticKeys(p *providerConfig, key string, logger *slog.Logger) ([]keys.Key, error) {
+func readStaticKeys(p *Provider, key string, logger *slog.Logger) ([]keys.Key, error) {
 	var out []keys.Key
 	var errs []error
 	for i, f := range p.PEMFiles {
@@ -152,9 +166,9 @@ func anyFits(ks []keys.Key, algs []string) bool {
 	return false
 }
 
-// ready reports whether every provider has at least one key.
-func (ps *providers) ready() bool {
-	for _, s := range ps.sources {
+// Ready reports whether every provider has at least one key.
+func (ps *Providers) Ready() bool {
+	for _, s := range ps.Sources {
 		if s.Current() == nil {
 			return false
 		}
@@ -162,20 +176,35 @@ func (ps *providers) ready() bool {
 	return true
 }
 
-// runRemotes starts every remote key source's refresh loop until ctx ends.
-func (ps *providers) runRemotes(ctx context.Context) {
-	for _, r := range ps.remotes {
+// Run starts every remote key source's refresh loop until ctx ends.
+func (ps *Providers) Run(ctx context.Context) {
+	for _, r := range ps.Remotes {
 		go r.Run(ctx)
 	}
 }
 
-// refreshOnce fetches every remote set once, for "verify".
-func (ps *providers) refreshOnce(ctx context.Context) error {
+// RefreshOnce fetches every remote set once, for "verify" and "validate".
+func (ps *Providers) RefreshOnce(ctx context.Context) error {
 	var errs []error
-	for name, r := range ps.remotes {
+	for name, r := range ps.Remotes {
 		if err := r.Refresh(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("provider %q: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Policy is the Check policy of cfg, over its built providers.
+func Policy(cfg *Config, ps *Providers) *authz.Policy {
+	ih := cfg.IdentityHeaders
+	return &authz.Policy{
+		Verifier: ps.Router,
+		Headers: authz.IdentityHeaders{
+			User: ih.User, UserID: ih.UserID, Provider: ih.Provider, Payload: ih.Payload, StripPrefix: ih.StripPrefix,
+		},
+		ClaimHeaders:         ps.ClaimHeaders,
+		Providers:            ps.Names,
+		ForwardAuthorization: cfg.ForwardAuthorization,
+		CacheMaxEntries:      cfg.Cache.MaxEntries,
+	}
 }

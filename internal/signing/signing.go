@@ -1,8 +1,9 @@
-package main
-
-// Key helpers shared by keygen, mint and demo: generating and loading
-// private keys, matching them to JWS algorithms, RFC 7638 thumbprints and
-// the files keygen writes.
+// Package signing makes what an identity provider would: private keys
+// for the JWS algorithms, their public halves as PEM and JWK Sets with
+// RFC 7638 thumbprints as kids, and signed JWTs. The keygen, mint and demo
+// commands use it, and so do the tests and benchmarks, which generate
+// their keys at run time.
+package signing
 
 import (
 	"crypto"
@@ -24,13 +25,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // Names of the files keygen writes into its output directory.
 const (
-	privateKeyFile = "private.pem"
-	publicKeyFile  = "public.pem"
-	jwksFile       = "jwks.json"
+	PrivateKeyFile = "private.pem"
+	PublicKeyFile  = "public.pem"
+	JWKSFile       = "jwks.json"
 )
 
 // RSA modulus sizes: RFC 7518 section 3.3 requires at least 2048 bits; the
@@ -40,19 +44,19 @@ const (
 	maxRSABits = 16384
 )
 
-// asymmetricAlgs lists the JWS algorithms keygen can make keys for, in the
+// AsymmetricAlgs lists the JWS algorithms keygen can make keys for, in the
 // order they are shown to users.
-var asymmetricAlgs = []string{
+var AsymmetricAlgs = []string{
 	"RS256", "RS384", "RS512",
 	"PS256", "PS384", "PS512",
 	"ES256", "ES384", "ES512",
 	"EdDSA",
 }
 
-// hmacAlgs are the symmetric algorithms mint signs with a shared secret.
-var hmacAlgs = []string{"HS256", "HS384", "HS512"}
+// HMACAlgs are the symmetric algorithms mint signs with a shared secret.
+var HMACAlgs = []string{"HS256", "HS384", "HS512"}
 
-func isHMACAlg(alg string) bool { return slices.Contains(hmacAlgs, alg) }
+func IsHMAC(alg string) bool { return slices.Contains(HMACAlgs, alg) }
 
 // defaultRSABits is the modulus size keygen uses when --bits is not given:
 // the strength grows with the hash, as most identity providers do.
@@ -71,13 +75,13 @@ var ecCurves = map[string]elliptic.Curve{
 
 // errUnknownAlg is returned for an algorithm keygen or mint does not know.
 func errUnknownAlg(alg string) error {
-	return fmt.Errorf("unknown algorithm %q (valid: %s)", alg, strings.Join(asymmetricAlgs, ", "))
+	return fmt.Errorf("unknown algorithm %q (valid: %s)", alg, strings.Join(AsymmetricAlgs, ", "))
 }
 
-// generateKey returns a fresh private key for alg. rsaBits overrides the
+// Generate returns a fresh private key for alg. rsaBits overrides the
 // modulus size for RS* and PS*; 0 means the default for alg, and it must be 0
 // for other algorithms.
-func generateKey(alg string, rsaBits int) (crypto.Signer, error) {
+func Generate(alg string, rsaBits int) (crypto.Signer, error) {
 	if def, ok := defaultRSABits[alg]; ok {
 		if rsaBits == 0 {
 			rsaBits = def
@@ -102,8 +106,8 @@ func generateKey(alg string, rsaBits int) (crypto.Signer, error) {
 	return nil, errUnknownAlg(alg)
 }
 
-// defaultAlg is the algorithm a key signs with when none is asked for.
-func defaultAlg(key crypto.Signer) (string, error) {
+// DefaultAlg is the algorithm a key signs with when none is asked for.
+func DefaultAlg(key crypto.Signer) (string, error) {
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
 		// An RSA key carries no algorithm; RS512 is the default allowlist of
@@ -122,8 +126,8 @@ func defaultAlg(key crypto.Signer) (string, error) {
 	return "", fmt.Errorf("unsupported key type %T", key)
 }
 
-// describeKey names a key for error messages, e.g. "RSA 2048-bit key".
-func describeKey(key crypto.Signer) string {
+// Describe names a key for error messages, e.g. "RSA 2048-bit key".
+func Describe(key crypto.Signer) string {
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
 		return fmt.Sprintf("RSA %d-bit key", k.N.BitLen())
@@ -135,8 +139,8 @@ func describeKey(key crypto.Signer) string {
 	return fmt.Sprintf("%T key", key)
 }
 
-// checkAlgFitsKey reports whether key can sign with the asymmetric alg.
-func checkAlgFitsKey(alg string, key crypto.Signer) error {
+// CheckAlg reports whether key can sign with the asymmetric alg.
+func CheckAlg(alg string, key crypto.Signer) error {
 	fits := false
 	switch k := key.(type) {
 	case *rsa.PrivateKey:
@@ -151,40 +155,40 @@ func checkAlgFitsKey(alg string, key crypto.Signer) error {
 	if fits {
 		return nil
 	}
-	if isHMACAlg(alg) {
-		return fmt.Errorf("algorithm %s takes a shared secret, not an %s", alg, describeKey(key))
+	if IsHMAC(alg) {
+		return fmt.Errorf("algorithm %s takes a shared secret, not an %s", alg, Describe(key))
 	}
 	if _, rsaAlg := defaultRSABits[alg]; !rsaAlg && ecCurves[alg] == nil && alg != "EdDSA" {
 		return errUnknownAlg(alg)
 	}
-	return fmt.Errorf("algorithm %s does not fit an %s", alg, describeKey(key))
+	return fmt.Errorf("algorithm %s does not fit an %s", alg, Describe(key))
 }
 
-// errNoPrivateKeyPEM means a file holds no PEM private key block at all.
-var errNoPrivateKeyPEM = errors.New("no PEM private key found")
+// ErrNoPrivateKeyPEM means a file holds no PEM private key block at all.
+var ErrNoPrivateKeyPEM = errors.New("no PEM private key found")
 
-// loadPrivateKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"), PKCS#1
+// LoadPrivateKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"), PKCS#1
 // ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY"). Other blocks before the
 // key, such as the "EC PARAMETERS" openssl writes, are skipped.
-func loadPrivateKey(path string) (crypto.Signer, error) {
+func LoadPrivateKey(path string) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read private key: %w", err)
 	}
-	key, err := parsePrivateKeyPEM(data)
+	key, err := ParsePrivateKeyPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("private key %s: %w", path, err)
 	}
 	return key, nil
 }
 
-func parsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	rest := data
 	for {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
-			return nil, errNoPrivateKeyPEM
+			return nil, ErrNoPrivateKeyPEM
 		}
 		if _, encrypted := block.Headers["Proc-Type"]; encrypted || block.Type == "ENCRYPTED PRIVATE KEY" {
 			return nil, errors.New("encrypted private keys are not supported; decrypt it first (openssl pkey)")
@@ -212,9 +216,9 @@ func parsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	}
 }
 
-// jwkJSON is the public half of a key as a JSON Web Key (RFC 7517, 7518, 8037).
+// JWK is the public half of a key as a JSON Web Key (RFC 7517, 7518, 8037).
 // Field order is the order written to jwks.json.
-type jwkJSON struct {
+type JWK struct {
 	KTY string `json:"kty"`
 	KID string `json:"kid,omitempty"`
 	Use string `json:"use,omitempty"`
@@ -226,40 +230,40 @@ type jwkJSON struct {
 	E   string `json:"e,omitempty"`
 }
 
-// publicJWK returns the public parameters of pub; kid, use and alg are left
+// PublicJWK returns the public parameters of pub; kid, use and alg are left
 // to the caller. A private key is accepted for its public half.
-func publicJWK(pub crypto.PublicKey) (jwkJSON, error) {
+func PublicJWK(pub crypto.PublicKey) (JWK, error) {
 	if s, ok := pub.(crypto.Signer); ok {
 		pub = s.Public()
 	}
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
 		e := big.NewInt(int64(k.E))
-		return jwkJSON{KTY: "RSA", N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()), E: base64.RawURLEncoding.EncodeToString(e.Bytes())}, nil
+		return JWK{KTY: "RSA", N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()), E: base64.RawURLEncoding.EncodeToString(e.Bytes())}, nil
 	case *ecdsa.PublicKey:
 		// Uncompressed SEC 1 point: 0x04 || X || Y, each coordinate already
 		// left-padded to the curve size as RFC 7518 section 6.2.1.2 wants.
 		point, err := k.Bytes()
 		if err != nil {
-			return jwkJSON{}, fmt.Errorf("encode EC public key: %w", err)
+			return JWK{}, fmt.Errorf("encode EC public key: %w", err)
 		}
 		size := (len(point) - 1) / 2
-		return jwkJSON{
+		return JWK{
 			KTY: "EC",
 			CRV: k.Curve.Params().Name,
 			X:   base64.RawURLEncoding.EncodeToString(point[1 : 1+size]),
 			Y:   base64.RawURLEncoding.EncodeToString(point[1+size:]),
 		}, nil
 	case ed25519.PublicKey:
-		return jwkJSON{KTY: "OKP", CRV: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k)}, nil
+		return JWK{KTY: "OKP", CRV: "Ed25519", X: base64.RawURLEncoding.EncodeToString(k)}, nil
 	}
-	return jwkJSON{}, fmt.Errorf("unsupported public key type %T", pub)
+	return JWK{}, fmt.Errorf("unsupported public key type %T", pub)
 }
 
-// thumbprint returns the RFC 7638 JWK thumbprint of pub: base64url (no
+// Thumbprint returns the RFC 7638 JWK Thumbprint of pub: base64url (no
 // padding) of the SHA-256 of the required members in lexicographic order.
-func thumbprint(pub crypto.PublicKey) (string, error) {
-	j, err := publicJWK(pub)
+func Thumbprint(pub crypto.PublicKey) (string, error) {
+	j, err := PublicJWK(pub)
 	if err != nil {
 		return "", err
 	}
@@ -278,16 +282,16 @@ func thumbprint(pub crypto.PublicKey) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
 }
 
-// writeKeyFiles writes private.pem (PKCS#8, 0600), public.pem (PKIX, 0644)
+// WriteKeyFiles writes private.pem (PKCS#8, 0600), public.pem (PKIX, 0644)
 // and jwks.json (one key, with kid, use and alg) into dir, creating dir with
 // mode 0700 if needed. It refuses to overwrite any existing file and leaves
 // nothing behind when it fails. It returns the key's kid, its RFC 7638
-// thumbprint.
-func writeKeyFiles(dir, alg string, key crypto.Signer) (kid string, err error) {
-	if err := checkAlgFitsKey(alg, key); err != nil {
+// Thumbprint.
+func WriteKeyFiles(dir, alg string, key crypto.Signer) (kid string, err error) {
+	if err := CheckAlg(alg, key); err != nil {
 		return "", err
 	}
-	kid, err = thumbprint(key.Public())
+	kid, err = Thumbprint(key.Public())
 	if err != nil {
 		return "", err
 	}
@@ -299,14 +303,14 @@ func writeKeyFiles(dir, alg string, key crypto.Signer) (kid string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("encode public key: %w", err)
 	}
-	j, err := publicJWK(key.Public())
+	j, err := PublicJWK(key.Public())
 	if err != nil {
 		return "", err
 	}
 	j.KID, j.Use, j.Alg = kid, "sig", alg
 	set, err := json.MarshalIndent(struct {
-		Keys []jwkJSON `json:"keys"`
-	}{[]jwkJSON{j}}, "", "  ")
+		Keys []JWK `json:"keys"`
+	}{[]JWK{j}}, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("encode JWK Set: %w", err)
 	}
@@ -316,9 +320,9 @@ func writeKeyFiles(dir, alg string, key crypto.Signer) (kid string, err error) {
 		mode fs.FileMode
 		data []byte
 	}{
-		{privateKeyFile, 0o600, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})},
-		{publicKeyFile, 0o644, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})},
-		{jwksFile, 0o644, append(set, '\n')},
+		{PrivateKeyFile, 0o600, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER})},
+		{PublicKeyFile, 0o644, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})},
+		{JWKSFile, 0o644, append(set, '\n')},
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create key directory: %w", err)
@@ -379,4 +383,103 @@ func writeNewFile(path string, data []byte, mode fs.FileMode) error {
 		return fmt.Errorf("close %s: %w", path, err)
 	}
 	return nil
+}
+
+// Options says what Mint puts in a token besides the username.
+type Options struct {
+	Alg, KID, Issuer string
+	NoKID            bool // no kid header, not even the Thumbprint
+	Audience         []string
+	TTL              time.Duration
+	Claims           map[string]any // extra claims, override the defaults
+	Now              time.Time
+}
+
+// Mint returns a compact JWT for username signed with key: a
+// crypto.Signer private key, or the shared secret as []byte for HS*. It holds
+// username and sub (both username), iat (o.Now, or the current time when
+// zero), exp (iat + o.TTL), iss and aud when set (aud is a string for one
+// audience, an array for several), then o.Claims, which override all of
+// these. An empty o.Alg is chosen from the key; an empty o.KID means the RFC
+// 7638 Thumbprint of the public key, as keygen writes in jwks.json (no kid
+// for a shared secret, whose Thumbprint would publish a hash of it).
+func Mint(key any, username string, o Options) (string, error) {
+	if username == "" {
+		return "", errors.New("mint: empty username")
+	}
+	alg, kid := o.Alg, o.KID
+	if alg != "" && !IsHMAC(alg) && !slices.Contains(AsymmetricAlgs, alg) {
+		return "", fmt.Errorf("unknown algorithm %q (valid: %s, %s)", alg, strings.Join(AsymmetricAlgs, ", "), strings.Join(HMACAlgs, ", "))
+	}
+	var signingKey any
+	switch k := key.(type) {
+	case []byte:
+		if alg == "" {
+			return "", fmt.Errorf("a shared secret needs an explicit algorithm (%s)", strings.Join(HMACAlgs, ", "))
+		}
+		if !IsHMAC(alg) {
+			return "", fmt.Errorf("algorithm %s does not fit a shared secret (use %s)", alg, strings.Join(HMACAlgs, ", "))
+		}
+		if len(k) == 0 {
+			return "", errors.New("empty shared secret")
+		}
+		signingKey = k
+	case crypto.Signer:
+		if alg == "" {
+			var err error
+			if alg, err = DefaultAlg(k); err != nil {
+				return "", err
+			}
+		}
+		if err := CheckAlg(alg, k); err != nil {
+			return "", err
+		}
+		if kid == "" && !o.NoKID {
+			var err error
+			if kid, err = Thumbprint(k.Public()); err != nil {
+				return "", err
+			}
+		}
+		signingKey = k
+	default:
+		return "", fmt.Errorf("unsupported signing key type %T", key)
+	}
+	method := jwt.GetSigningMethod(alg)
+	if method == nil {
+		return "", fmt.Errorf("unknown algorithm %q", alg)
+	}
+
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	claims := jwt.MapClaims{
+		"username": username,
+		"sub":      username,
+		"iat":      now.Unix(),
+		"exp":      now.Add(o.TTL).Unix(),
+	}
+	if o.Issuer != "" {
+		claims["iss"] = o.Issuer
+	}
+	switch len(o.Audience) {
+	case 0:
+	case 1:
+		claims["aud"] = o.Audience[0]
+	default:
+		claims["aud"] = append([]string(nil), o.Audience...)
+	}
+	for k, v := range o.Claims {
+		claims[k] = v
+	}
+
+	t := jwt.NewWithClaims(method, claims)
+	if kid != "" {
+		t.Header["kid"] = kid
+	}
+	signed, err := t.SignedString(signingKey)
+	if err != nil {
+		return "", fmt.Errorf("sign %s token: %w", alg, err)
+	}
+	return signed, nil
 }

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"fmt"
@@ -38,7 +38,7 @@ func withLine(data []byte, err error) error {
 	lo, hi := 0, len(ends)-1
 	for lo < hi {
 		mid := (lo + hi) / 2
-		if e := decodeYAML(data[:ends[mid]], new(config)); e != nil && e.Error() == msg {
+		if e := decodeYAML(data[:ends[mid]], new(Config)); e != nil && e.Error() == msg {
 			hi = mid
 		} else {
 			lo = mid + 1
@@ -47,9 +47,9 @@ func withLine(data []byte, err error) error {
 	return fmt.Errorf("line %d: %w", hi+1, err)
 }
 
-// decodeYAML repeats the YAML steps of parseConfig (the document, its keys,
+// decodeYAML repeats the YAML steps of Parse (the document, its keys,
 // then the values into cfg) on a prefix of the document, for withLine.
-func decodeYAML(data []byte, cfg *config) error {
+func decodeYAML(data []byte, cfg *Config) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return err
@@ -57,7 +57,7 @@ func decodeYAML(data []byte, cfg *config) error {
 	if len(root.Content) == 0 {
 		return nil
 	}
-	*cfg = defaultConfig()
+	*cfg = Default()
 	if err := checkKeys(root.Content[0], reflect.TypeOf(*cfg), ""); err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package deploy_test
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 // renderChartConfig renders charts/jwtauthz with the helm pinned in
@@ -37,7 +39,7 @@ func renderChartConfig(t *testing.T, valuesFile string) []byte {
 // error with its stderr.
 func helmTemplateConfig(t *testing.T, valuesFiles []string, set ...string) ([]byte, error) {
 	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
+	root, err := filepath.Abs(repoRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,9 +90,9 @@ func helmTemplateConfig(t *testing.T, valuesFiles []string, set ...string) ([]by
 func TestChartConfigLoads(t *testing.T) {
 	tests := []struct {
 		values string
-		check  func(t *testing.T, c *config)
+		check  func(t *testing.T, c *config.Config)
 	}{
-		{"", func(t *testing.T, c *config) {
+		{"", func(t *testing.T, c *config.Config) {
 			p := c.Providers[0]
 			if p.Name != "default" || strings.Join(p.Algorithms, ",") != "RS512" || strings.Join(p.PEMFiles, ",") != "/etc/jwtauthz/keys/public.pem" {
 				t.Errorf("provider = %+v, want default RS512 with /etc/jwtauthz/keys/public.pem", p)
@@ -99,7 +101,7 @@ func TestChartConfigLoads(t *testing.T) {
 				t.Errorf("config = %+v, want the SPEC defaults", c)
 			}
 		}},
-		{"jwks-url-values.yaml", func(t *testing.T, c *config) {
+		{"jwks-url-values.yaml", func(t *testing.T, c *config.Config) {
 			p := c.Providers[0]
 			if p.JWKSURL == "" || len(p.PEMFiles) != 0 || p.UsernameClaim != "preferred_username" || p.ClaimHeaders["x-auth-roles"] != "realm_access.roles" {
 				t.Errorf("provider = %+v, want the JWKS URL provider of the values", p)
@@ -108,7 +110,7 @@ func TestChartConfigLoads(t *testing.T) {
 				t.Errorf("cache %d payload %q, want 1000000 and x-jwt-payload", c.Cache.MaxEntries, c.IdentityHeaders.Payload)
 			}
 		}},
-		{"pem-secret-values.yaml", func(t *testing.T, c *config) {
+		{"pem-secret-values.yaml", func(t *testing.T, c *config.Config) {
 			if len(c.Providers) != 2 || c.Providers[1].JWKSFile != "/etc/jwtauthz/keys/partner-jwks.json" || c.Providers[0].ClaimsSchema != "/etc/jwtauthz/keys/schema.json" {
 				t.Errorf("providers = %+v, want default (PEM, schema) and partner (JWKS file)", c.Providers)
 			}
@@ -118,7 +120,7 @@ func TestChartConfigLoads(t *testing.T) {
 		}},
 		{"monitoring-values.yaml", nil},
 		{"observability-values.yaml", nil},
-		{"etcd-values.yaml", func(t *testing.T, c *config) {
+		{"etcd-values.yaml", func(t *testing.T, c *config.Config) {
 			e := etcdOf(t, c)
 			want := []string{
 				"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
@@ -128,7 +130,7 @@ func TestChartConfigLoads(t *testing.T) {
 			if !slices.Equal(e.Endpoints, want) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
 				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, want)
 			}
-			wantTLS := etcdTLSConfig{CAFile: "/etc/jwtauthz/etcd-tls/ca.crt", CertFile: "/etc/jwtauthz/etcd-tls/tls.crt", KeyFile: "/etc/jwtauthz/etcd-tls/tls.key"}
+			wantTLS := config.EtcdTLS{CAFile: "/etc/jwtauthz/etcd-tls/ca.crt", CertFile: "/etc/jwtauthz/etcd-tls/tls.crt", KeyFile: "/etc/jwtauthz/etcd-tls/tls.key"}
 			if e.TLS != wantTLS {
 				t.Errorf("store.etcd.tls = %+v, want %+v", e.TLS, wantTLS)
 			}
@@ -139,12 +141,12 @@ func TestChartConfigLoads(t *testing.T) {
 				t.Errorf("admin.listen = %q, want 0.0.0.0:9002", c.Admin.Listen)
 			}
 		}},
-		{"etcd-hpa-values.yaml", func(t *testing.T, c *config) {
+		{"etcd-hpa-values.yaml", func(t *testing.T, c *config.Config) {
 			e := etcdOf(t, c)
 			if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != 5*time.Second {
 				t.Errorf("store.etcd = %+v, want the plaintext endpoint, /jwtauthz/, 5s", e)
 			}
-			if e.TLS.set() || e.Username != "" || e.PasswordFile != "" {
+			if e.TLS != (config.EtcdTLS{}) || e.Username != "" || e.PasswordFile != "" {
 				t.Errorf("store.etcd tls %+v username %q password_file %q, want none", e.TLS, e.Username, e.PasswordFile)
 			}
 		}},
@@ -157,7 +159,7 @@ func TestChartConfigLoads(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			data := renderChartConfig(t, tt.values)
-			c, err := parseConfig(data)
+			c, err := config.Parse(data)
 			if err != nil {
 				t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
 			}
@@ -167,11 +169,11 @@ func TestChartConfigLoads(t *testing.T) {
 			// bolt: the file on the pod's volume. etcd: no store.path at
 			// all, which parseConfig would refuse, and store.etcd set.
 			switch c.Store.Backend {
-			case backendBolt:
+			case config.BackendBolt:
 				if c.Store.Path != "/data/jwtauthz.db" || c.Store.Etcd != nil {
 					t.Errorf("store = %+v, want path /data/jwtauthz.db and no etcd", c.Store)
 				}
-			case backendEtcd:
+			case config.BackendEtcd:
 				var doc struct{ Store map[string]any }
 				if err := yaml.Unmarshal(data, &doc); err != nil {
 					t.Fatal(err)
@@ -195,9 +197,9 @@ func TestChartConfigLoads(t *testing.T) {
 }
 
 // etcdOf returns store.etcd, failing the test when the backend is not etcd.
-func etcdOf(t *testing.T, c *config) *etcdConfig {
+func etcdOf(t *testing.T, c *config.Config) *config.Etcd {
 	t.Helper()
-	if c.Store.Backend != backendEtcd || c.Store.Etcd == nil {
+	if c.Store.Backend != config.BackendEtcd || c.Store.Etcd == nil {
 		t.Fatalf("store = %+v, want backend etcd", c.Store)
 	}
 	return c.Store.Etcd
@@ -240,7 +242,7 @@ func TestChartRefusesWhatConfigRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := parseConfig(noEndpoints); err == nil || !strings.Contains(err.Error(), key) {
+		if _, err := config.Parse(noEndpoints); err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("parseConfig: %v, want an error naming %s", err, key)
 		}
 	})

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"crypto/ecdsa"
@@ -13,10 +13,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
-	cfg, err := parseConfig([]byte("providers:\n  - pem_files: [k.pem]\n"))
+	cfg, err := Parse([]byte("providers:\n  - pem_files: [k.pem]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseConfig([]byte(tc.doc))
+			_, err := Parse([]byte(tc.doc))
 			if err == nil {
 				t.Fatal("parseConfig succeeded, want an error")
 			}
@@ -98,11 +100,11 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 
 func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 	dir := t.TempDir()
-	key, err := generateKey("ES256", 0)
+	key, err := signing.Generate("ES256", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := writeKeyFiles(filepath.Join(dir, "es"), "ES256", key); err != nil {
+	if _, err := signing.WriteKeyFiles(filepath.Join(dir, "es"), "ES256", key); err != nil {
 		t.Fatal(err)
 	}
 	es256PEM := filepath.Join(dir, "es", "public.pem")
@@ -126,11 +128,11 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := parseConfig([]byte(tc.doc))
+			cfg, err := Parse([]byte(tc.doc))
 			if err != nil {
 				t.Fatalf("parseConfig: %v", err)
 			}
-			_, err = buildProviders(cfg, buildOptions{logger: discardLogger()})
+			_, err = BuildProviders(cfg, BuildOptions{})
 			if err == nil {
 				t.Fatal("buildProviders succeeded, want an error")
 			}
@@ -144,7 +146,7 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 }
 
 func TestParseConfigEtcd(t *testing.T) {
-	cfg, err := parseConfig([]byte("store:\n  backend: etcd\n  etcd:\n    endpoints: [http://10.0.0.1:2379, 'etcd-1:2379']\nproviders:\n  - pem_files: [k.pem]\n"))
+	cfg, err := Parse([]byte("store:\n  backend: etcd\n  etcd:\n    endpoints: [http://10.0.0.1:2379, 'etcd-1:2379']\nproviders:\n  - pem_files: [k.pem]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +159,7 @@ func TestParseConfigEtcd(t *testing.T) {
 	}
 	// --db sets store.path after the file was read.
 	cfg.Store.Path = "users.db"
-	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "store.path: names a bbolt file, but store.backend is etcd; remove store.path (and --db)") {
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "store.path: names a bbolt file, but store.backend is etcd; remove store.path (and --db)") {
 		t.Errorf("validate with --db and etcd = %v", err)
 	}
 }
@@ -177,7 +179,7 @@ func TestEtcdOptionsReadFiles(t *testing.T) {
 	ca, cert, key := writeTestCA(t, dir)
 	missing := filepath.Join(dir, "missing")
 
-	base := func() *etcdConfig {
+	base := func() *Etcd {
 		c := defaultEtcd()
 		c.Endpoints = []string{"https://etcd:2379"}
 		return &c
@@ -185,8 +187,8 @@ func TestEtcdOptionsReadFiles(t *testing.T) {
 	t.Run("password and TLS", func(t *testing.T) {
 		c := base()
 		c.Username, c.PasswordFile = "jwtauthz", password
-		c.TLS = etcdTLSConfig{CAFile: ca, CertFile: cert, KeyFile: key}
-		opts, err := etcdOptions(c)
+		c.TLS = EtcdTLS{CAFile: ca, CertFile: cert, KeyFile: key}
+		opts, err := EtcdOptions(c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +203,7 @@ func TestEtcdOptionsReadFiles(t *testing.T) {
 		}
 	})
 	t.Run("https without tls uses the system roots", func(t *testing.T) {
-		opts, err := etcdOptions(base())
+		opts, err := EtcdOptions(base())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,27 +214,27 @@ func TestEtcdOptionsReadFiles(t *testing.T) {
 	t.Run("plain", func(t *testing.T) {
 		c := base()
 		c.Endpoints = []string{"http://etcd:2379"}
-		if opts, err := etcdOptions(c); err != nil || opts.TLS != nil {
+		if opts, err := EtcdOptions(c); err != nil || opts.TLS != nil {
 			t.Errorf("etcdOptions = TLS %v, %v; want no TLS", opts.TLS, err)
 		}
 	})
 
 	errTests := []struct {
 		name   string
-		modify func(c *etcdConfig)
+		modify func(c *Etcd)
 		want   []string
 	}{
-		{"missing password file", func(c *etcdConfig) { c.Username, c.PasswordFile = "u", missing }, []string{"store.etcd.password_file", missing, "no such file"}},
-		{"empty password file", func(c *etcdConfig) { c.Username, c.PasswordFile = "u", empty }, []string{"store.etcd.password_file", "is empty"}},
-		{"missing CA", func(c *etcdConfig) { c.TLS.CAFile = missing }, []string{"store.etcd.tls.ca_file", missing}},
-		{"CA not PEM", func(c *etcdConfig) { c.TLS.CAFile = garbage }, []string{"store.etcd.tls.ca_file: no PEM certificate in " + garbage}},
-		{"key does not fit", func(c *etcdConfig) { c.TLS.CertFile, c.TLS.KeyFile = cert, garbage }, []string{"store.etcd.tls.cert_file, key_file"}},
+		{"missing password file", func(c *Etcd) { c.Username, c.PasswordFile = "u", missing }, []string{"store.etcd.password_file", missing, "no such file"}},
+		{"empty password file", func(c *Etcd) { c.Username, c.PasswordFile = "u", empty }, []string{"store.etcd.password_file", "is empty"}},
+		{"missing CA", func(c *Etcd) { c.TLS.CAFile = missing }, []string{"store.etcd.tls.ca_file", missing}},
+		{"CA not PEM", func(c *Etcd) { c.TLS.CAFile = garbage }, []string{"store.etcd.tls.ca_file: no PEM certificate in " + garbage}},
+		{"key does not fit", func(c *Etcd) { c.TLS.CertFile, c.TLS.KeyFile = cert, garbage }, []string{"store.etcd.tls.cert_file, key_file"}},
 	}
 	for _, tc := range errTests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
 			tc.modify(c)
-			_, err := etcdOptions(c)
+			_, err := EtcdOptions(c)
 			if err == nil {
 				t.Fatal("etcdOptions succeeded, want an error")
 			}
