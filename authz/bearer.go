@@ -58,11 +58,12 @@ func (h requestHeaders) each(f func(name string)) {
 	}
 }
 
-// authorization returns the authorization header's values.
-func (h requestHeaders) authorization() []string {
+// values returns the values of the header name (lowercase), compared in
+// any case: those of the headers map when it has any, else header_map's.
+func (h requestHeaders) values(name string) []string {
 	var vals []string
 	for k, v := range h.m {
-		if strings.EqualFold(k, "authorization") {
+		if strings.EqualFold(k, name) {
 			vals = append(vals, v)
 		}
 	}
@@ -70,54 +71,32 @@ func (h requestHeaders) authorization() []string {
 		return vals
 	}
 	for _, kv := range h.hm {
-		if strings.EqualFold(kv.GetKey(), "authorization") {
+		if strings.EqualFold(kv.GetKey(), name) {
 			vals = append(vals, headerMapValue(kv))
 		}
 	}
 	return vals
 }
 
-// bearerToken extracts exactly one Bearer token from the request's
-// authorization header. It returns an error wrapping ErrMissingToken when
-// there is no Bearer credential at all; a credential that is not one
-// well-formed token is the failure of a request that carried one.
-func bearerToken(h requestHeaders) (string, error) {
-	vals := h.authorization()
-	switch {
-	case len(vals) == 0:
-		return "", fmt.Errorf("%w: no authorization header", ErrMissingToken)
-	case len(vals) > 1:
-		return "", withToken(fmt.Errorf("%d authorization headers: send exactly one", len(vals)), "")
-	}
-	tok, err := ParseBearer(vals[0])
-	if err != nil && !errors.Is(err, ErrMissingToken) {
-		return "", withToken(err, "")
-	}
-	return tok, err
-}
-
 // ParseBearer returns the one token of an authorization value (RFC 6750
 // §2.1): the Bearer scheme in any case, then exactly one b64token of at
-// most token.MaxSize bytes. It is the one reading of a Bearer credential,
-// for Check, the admin API and verify. A value of another scheme wraps
+// most token.MaxSize bytes. Check reads the default token source this way,
+// and so do the admin API and verify. A value of another scheme wraps
 // ErrMissingToken; a Bearer value that is not one token is malformed.
 // Errors never quote the value.
 func ParseBearer(v string) (string, error) {
 	if len(v) > maxAuthorization {
 		return "", fmt.Errorf("authorization header is %d bytes, over the limit of %d", len(v), maxAuthorization)
 	}
-	scheme, rest, _ := strings.Cut(strings.TrimSpace(v), " ")
-	if !strings.EqualFold(scheme, "Bearer") {
+	tok, ok := cutPrefix(strings.TrimSpace(v), "Bearer ")
+	switch {
+	case !ok:
 		return "", fmt.Errorf("%w: authorization header does not use the Bearer scheme", ErrMissingToken)
+	case tok == "":
+		return "", errors.New("authorization header has the Bearer scheme but no token")
 	}
-	tok := strings.TrimLeft(rest, " ")
-	if tok == "" {
-		return "", fmt.Errorf("authorization header has the Bearer scheme but no token")
-	}
-	for i := 0; i < len(tok); i++ {
-		if !token68[tok[i]] {
-			return "", fmt.Errorf("authorization header must hold exactly one token; byte %d is not allowed in a token", i)
-		}
+	if err := checkToken(tok); err != nil {
+		return "", fmt.Errorf("authorization header %w", err)
 	}
 	return tok, nil
 }

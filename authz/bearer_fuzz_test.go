@@ -7,11 +7,14 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
 // FuzzBearerToken feeds arbitrary authorization headers, in either of
 // Envoy's header forms and next to a second header that may also be an
-// authorization header, through headersOf and bearerToken. The extracted
+// authorization header, through headersOf and extractToken with the
+// default token source. The extracted
 // token must be exactly what an independent reading of RFC 6750 §2.1 finds:
 // nothing is accepted that is not one well-formed Bearer credential, and
 // nothing well-formed is refused.
@@ -38,7 +41,8 @@ func FuzzBearerToken(f *testing.F) {
 		if err != nil {
 			t.Fatalf("headersOf refused a request with at most 2 headers: %v", err)
 		}
-		tok, err := bearerToken(h)
+		c, err := extractToken(DefaultTokenSources, h, "")
+		tok := c.raw
 
 		twoAuth := strings.EqualFold(otherName, "authorization") && !(otherName == "authorization" && !headerMap)
 		wantTok, wantOK, wantMissing := parseBearer(value)
@@ -116,7 +120,7 @@ func parseBearer(v string) (tok string, ok, missing bool) {
 		return "", false, true
 	}
 	rest = strings.TrimLeft(rest, " ")
-	if rest == "" {
+	if rest == "" || len(rest) > token.MaxSize {
 		return "", false, false
 	}
 	const token68 = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/="

@@ -130,6 +130,7 @@ type fixtureOptions struct {
 	dbPath       string
 	noCache      bool // the cache is on by default, as in production
 	metrics      *authz.Metrics
+	tokenSources []authz.TokenSource
 }
 
 // identityHeaders are the config's defaults (config.Default).
@@ -194,6 +195,7 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		Providers:            []string{"default"},
 		ForwardAuthorization: !o.noForward,
 		CacheMaxEntries:      cacheEntries(o.noCache),
+		TokenSources:         o.tokenSources,
 	})
 	conn := serveBufconn(t, func(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, srv) })
 	t.Cleanup(func() { db.Close() })

@@ -34,7 +34,9 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity) *authv3.CheckResponse {
+// allow builds the answer that lets the request through as v's user; query
+// names the query parameter the token came from, removed upstream.
+func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity, query string) *authv3.CheckResponse {
 	h := p.Headers
 	shared := p.providerParts(v.provider)
 	chs := p.ClaimHeaders[v.provider]
@@ -72,12 +74,13 @@ func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity) *aut
 	if id.New {
 		newUser = valueTrue
 	}
+	ok := &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove}
+	if query != "" {
+		ok.QueryParametersToRemove = []string{query}
+	}
 	return &authv3.CheckResponse{
-		Status: statusOK,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         set,
-			HeadersToRemove: remove,
-		}},
+		Status:       statusOK,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		// For access logs and later filters.
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
 			"user":     structpb.NewStringValue(v.username),

@@ -57,6 +57,9 @@ type Policy struct {
 	ClaimHeaders         map[string][]ClaimHeader // by provider name
 	Providers            []string                 // the provider names, so their shared answer parts are built once
 	ForwardAuthorization bool
+	// TokenSources are where a token is looked for, in order; the first
+	// present is used. Empty means DefaultTokenSources.
+	TokenSources []TokenSource
 	// CacheMaxEntries bounds the verified-token cache; 0 disables it. Each
 	// policy has a cache of its own, so no answer outlives the policy (its
 	// providers and keys) that verified it.
@@ -86,6 +89,7 @@ type policy struct {
 	protected map[string]bool // every header name the answers may set or strip
 	shared    map[string]providerParts
 	cache     *tokenCache // nil when disabled
+	sources   []TokenSource
 }
 
 // New returns a Server that decides by p.
@@ -113,7 +117,10 @@ func (s *Server) SetPolicy(p *Policy) {
 }
 
 func compile(p *Policy) *policy {
-	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries)}
+	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries), sources: p.TokenSources}
+	if len(c.sources) == 0 {
+		c.sources = DefaultTokenSources
+	}
 	h := p.Headers
 	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
 		if name != "" {
@@ -156,10 +163,11 @@ func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest)
 	if err != nil {
 		return s.deny(ctx, req, "", err)
 	}
-	raw, err := bearerToken(hdrs)
+	cred, err := extractToken(p.sources, hdrs, requestPath(req, hdrs))
 	if err != nil {
 		return s.deny(ctx, req, "", err)
 	}
+	raw := cred.raw
 	v, err := s.verify(ctx, p, raw)
 	if err != nil {
 		return s.deny(ctx, req, v.provider, withToken(err, raw))
@@ -185,7 +193,7 @@ func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest)
 			"provider", v.provider, "user", v.username, "new_user", id.New,
 			"request_id", requestID(req), "token_sha256", Fingerprint(raw))
 	}
-	return p.allow(hdrs, v, id), v.provider, ReasonOK
+	return p.allow(hdrs, v, id, cred.query), v.provider, ReasonOK
 }
 
 // verify returns the token's verification, from the cache when it holds a
@@ -251,6 +259,18 @@ func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider st
 func Fingerprint(raw string) string {
 	sum := sha256.Sum256([]byte(raw))
 	return hex.EncodeToString(sum[:6])
+}
+
+// requestPath is the request's path with its query: Envoy's
+// attributes.request.http.path, or the :path header.
+func requestPath(req *authv3.CheckRequest, h requestHeaders) string {
+	if p := req.GetAttributes().GetRequest().GetHttp().GetPath(); p != "" {
+		return p
+	}
+	if vals := h.values(":path"); len(vals) == 1 {
+		return vals[0]
+	}
+	return ""
 }
 
 func requestID(req *authv3.CheckRequest) string {

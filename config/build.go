@@ -205,6 +205,15 @@ func Policy(cfg *Config, ps *Providers) *authz.Policy {
 		ClaimHeaders:         ps.ClaimHeaders,
 		Providers:            ps.Names,
 		ForwardAuthorization: cfg.ForwardAuthorization,
+		TokenSources:         tokenSources(cfg.TokenSources),
 		CacheMaxEntries:      cfg.Cache.MaxEntries,
 	}
+}
+
+func tokenSources(srcs []TokenSource) []authz.TokenSource {
+	out := make([]authz.TokenSource, len(srcs))
+	for i, s := range srcs {
+		out[i] = authz.TokenSource(s)
+	}
+	return out
 }

@@ -33,6 +33,16 @@ type Config struct {
 	Providers            []Provider      `yaml:"providers"`
 	IdentityHeaders      IdentityHeaders `yaml:"identity_headers"`
 	ForwardAuthorization bool            `yaml:"forward_authorization"`
+	TokenSources         []TokenSource   `yaml:"token_sources"`
+}
+
+// TokenSource is one entry of token_sources: a header (with an optional
+// scheme prefix), a cookie or a query parameter.
+type TokenSource struct {
+	Header string `yaml:"header"`
+	Prefix string `yaml:"prefix"`
+	Cookie string `yaml:"cookie"`
+	Query  string `yaml:"query"`
 }
 
 // Admin is the admin API (admin.*).
@@ -119,6 +129,7 @@ func Default() Config {
 			StripPrefix: "x-auth-",
 		},
 		ForwardAuthorization: true,
+		TokenSources:         []TokenSource{{Header: "authorization", Prefix: "Bearer "}},
 	}
 }
 
@@ -199,7 +210,7 @@ func Parse(data []byte) (*Config, error) {
 		cfg.Store.Path = "" // the bbolt file's default does not apply
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, withLines(root.Content[0], err)
 	}
 	return &cfg, nil
 }
@@ -301,7 +312,7 @@ func explainDecode(err error) error {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if err := checkAddr(c.Listen, false); err != nil {
 		add("listen", "%v", err)
@@ -327,6 +338,7 @@ func (c *Config) Validate() error {
 	if p := c.IdentityHeaders.StripPrefix; p != "" && !headerNameRE.MatchString(p) {
 		add("identity_headers.strip_prefix", "%q is not a lowercase header name prefix", p)
 	}
+	errs = append(errs, validateTokenSources(c.TokenSources)...)
 	if len(c.Providers) == 0 {
 		add("providers", "at least one provider is required")
 	}
@@ -356,7 +368,7 @@ func (c *Config) Validate() error {
 func (s *Store) validate() []error {
 	var errs []error
 	add := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch s.Backend {
 	case BackendBolt:
@@ -384,7 +396,7 @@ func (s *Store) validate() []error {
 func (e *Etcd) validate(key string) []error {
 	var errs []error
 	add := func(k, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+		errs = append(errs, &KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
 	}
 	if len(e.Endpoints) == 0 {
 		add("endpoints", "at least one endpoint is required when store.backend is etcd")
@@ -444,7 +456,7 @@ func checkEndpoint(ep string) (scheme string, err error) {
 func (p *Provider) validate(key string) []error {
 	var errs []error
 	add := func(k, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+		errs = append(errs, &KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
 	}
 	if !providerNameRE.MatchString(p.Name) {
 		add("name", "%q must match [a-z0-9-]+", p.Name)
@@ -498,6 +510,49 @@ func (p *Provider) validate(key string) []error {
 		if c == "" {
 			add("claim_headers."+h, "must name a claim path")
 		}
+	}
+	return errs
+}
+
+// cookieNameRE is an RFC 6265 cookie-name (an RFC 7230 token).
+var cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// validateTokenSources checks token_sources: at least one source, each
+// exactly one of header, cookie and query, no source twice.
+func validateTokenSources(srcs []TokenSource) []error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if len(srcs) == 0 {
+		add("token_sources", "at least one source is required (leave the key out for the authorization Bearer header)")
+	}
+	seen := map[TokenSource]bool{}
+	for i, src := range srcs {
+		key := fmt.Sprintf("token_sources[%d]", i)
+		n := 0
+		for _, v := range []string{src.Header, src.Cookie, src.Query} {
+			if v != "" {
+				n++
+			}
+		}
+		switch {
+		case n != 1:
+			add(key, "set exactly one of header, cookie and query")
+		case src.Header != "" && !headerNameRE.MatchString(src.Header):
+			add(key+".header", "%q is not a lowercase HTTP header name", src.Header)
+		case src.Cookie != "" && !cookieNameRE.MatchString(src.Cookie):
+			add(key+".cookie", "%q is not a cookie name", src.Cookie)
+		case src.Query != "" && strings.ContainsAny(src.Query, "&=#? "):
+			add(key+".query", "%q is not a query parameter name", src.Query)
+		case src.Prefix != "" && src.Header == "":
+			add(key+".prefix", "goes with header only")
+		case strings.TrimSpace(src.Prefix) == "" && src.Prefix != "":
+			add(key+".prefix", "%q is only white space; leave it out to take the whole header value", src.Prefix)
+		case seen[src]:
+			add(key, "repeats an earlier source")
+		}
+		seen[src] = true
 	}
 	return errs
 }

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,24 @@ func TestParseConfigDefaults(t *testing.T) {
 	if p.Name != "default" || len(p.Algorithms) != 1 || p.Algorithms[0] != "RS512" || p.Leeway != 30*time.Second ||
 		p.JWKSRefreshInterval != time.Hour || p.UsernameClaim != "username" {
 		t.Errorf("provider defaults wrong: %+v", p)
+	}
+}
+
+func TestParseConfigTokenSources(t *testing.T) {
+	cfg, err := Parse([]byte("providers: [{pem_files: [k]}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []TokenSource{{Header: "authorization", Prefix: "Bearer "}}; !slices.Equal(cfg.TokenSources, want) {
+		t.Errorf("default token_sources = %+v, want %+v", cfg.TokenSources, want)
+	}
+	cfg, err = Parse([]byte("token_sources:\n  - header: x-jwt-assertion\n  - header: authorization\n    prefix: 'Bearer '\n  - cookie: access_token\n  - query: access_token\nproviders: [{pem_files: [k]}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []TokenSource{{Header: "x-jwt-assertion"}, {Header: "authorization", Prefix: "Bearer "}, {Cookie: "access_token"}, {Query: "access_token"}}
+	if !slices.Equal(cfg.TokenSources, want) {
+		t.Errorf("token_sources = %+v, want %+v", cfg.TokenSources, want)
 	}
 }
 
@@ -81,6 +100,14 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"etcd zero dial_timeout", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], dial_timeout: 0s}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.dial_timeout: must be more than 0s, got 0s"}},
 		{"etcd cert without key", "store: {backend: etcd, etcd: {endpoints: ['https://etcd:2379'], tls: {cert_file: c.pem}}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.tls: cert_file and key_file go together"}},
 		{"etcd username without password", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], username: jwtauthz}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.password_file: is required with username"}},
+		{"value error names its line", "listen: 127.0.0.1:1\nproviders:\n  - name: a\n    algorithms: [none]\n    pem_files: [k]\n", []string{"line 4: providers[0].algorithms: \"none\" is never allowed"}},
+		{"default left in place names the enclosing key's line", "providers:\n  - name: a\n    algorithms: [HS256]\n  - name: b\n    issuer: x\n    leeway: 1h\n    pem_files: [k]\n", []string{"line 6: providers[1].leeway", "line 3: providers[0].algorithms: HS256/384/512 need hmac_secret_file"}},
+		{"token source of two kinds", "token_sources: [{header: x-a, cookie: c}]\nproviders: [{pem_files: [k]}]", []string{"line 1: token_sources[0]: set exactly one of header, cookie and query"}},
+		{"token source prefix on a cookie", "token_sources:\n  - cookie: at\n    prefix: 'Bearer '\nproviders: [{pem_files: [k]}]", []string{"token_sources[0].prefix: goes with header only"}},
+		{"no token sources", "token_sources: []\nproviders: [{pem_files: [k]}]", []string{"token_sources: at least one source is required"}},
+		{"token source header not lowercase", "token_sources: [{header: X-Token}]\nproviders: [{pem_files: [k]}]", []string{`token_sources[0].header: "X-Token" is not a lowercase HTTP header name`}},
+		{"token source repeated", "token_sources: [{query: t}, {query: t}]\nproviders: [{pem_files: [k]}]", []string{"token_sources[1]: repeats an earlier source"}},
+		{"unknown token source key", "token_sources: [{param: t}]\nproviders: [{pem_files: [k]}]", []string{`unknown key "token_sources[0].param"`}},
 		{"etcd password without username", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], password_file: pw}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.username: is required with password_file"}},
 	}
 	for _, tc := range tests {

@@ -1,9 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -65,4 +68,70 @@ func decodeYAML(data []byte, cfg *Config) error {
 		return explainDecode(err)
 	}
 	return nil
+}
+
+// KeyError is a bad value in the config: the key path it is at
+// ("providers[0].algorithms") and what is wrong with it.
+type KeyError struct {
+	Key, Msg string
+	Line     int // 0 when not known (the key is not in the file)
+}
+
+func (e *KeyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Key, e.Msg)
+	}
+	return e.Key + ": " + e.Msg
+}
+
+// withLines gives each KeyError of err the line of its key in the
+// document doc: the key itself, or, for a value left at its default, the
+// nearest enclosing key that is in the file.
+func withLines(doc *yaml.Node, err error) error {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		if ke, ok := e.(*KeyError); ok && ke.Line == 0 {
+			ke.Line = lineOf(doc, ke.Key)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keyPathRE splits a key path into names and [index]es.
+var keyPathRE = regexp.MustCompile(`[^.\[\]]+|\[\d+\]`)
+
+// lineOf returns the line of the deepest node of path found in doc.
+func lineOf(doc *yaml.Node, path string) int {
+	line := doc.Line
+	n := doc
+	for _, part := range keyPathRE.FindAllString(path, -1) {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
+		if strings.HasPrefix(part, "[") {
+			i, _ := strconv.Atoi(part[1 : len(part)-1])
+			if n.Kind != yaml.SequenceNode || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+			continue
+		}
+		found := false
+		for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == part {
+				line, n, found = n.Content[i].Line, n.Content[i+1], true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
 }

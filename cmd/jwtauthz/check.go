@@ -32,6 +32,7 @@ type checkOptions struct {
 	Addr    string   // the ext_authz server; its host is the default Host
 	Token   string   // sent as "authorization: Bearer <Token>" when set
 	Headers []string // "name: value" each, applied after Token (so they can replace it)
+	Cookies []string // "name=value" each, sent in one cookie header
 	Method  string   // default GET
 	Path    string   // default /
 	Host    string   // :authority; default Addr's host, or example.com
@@ -58,6 +59,8 @@ func runCheck(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&o.Addr, "addr", "", "ext_authz gRPC address HOST:PORT (plaintext, as Envoy calls a local cluster)")
 	fs.StringVar(&o.Token, "token", "", "bearer token, sent as the authorization header")
 	fs.Var(&headers, "header", "request header 'name: value', repeatable (name lowercased, value trimmed)")
+	var cookies stringList
+	fs.Var(&cookies, "cookie", "cookie 'name=value', repeatable; all go in one cookie header, as a browser sends them")
 	fs.StringVar(&o.Method, "method", "GET", "HTTP method")
 	fs.StringVar(&o.Path, "path", "/", "HTTP path, with any query string")
 	fs.StringVar(&o.Host, "host", "", "HTTP host (:authority) (default the host of --addr, or example.com)")
@@ -76,6 +79,7 @@ func runCheck(ctx context.Context, env *cliEnv, args []string) error {
 		return &exitError{code: 2, err: fmt.Errorf("check: --timeout must be positive, got %v", *timeout)}
 	}
 	o.Headers = headers
+	o.Cookies = cookies
 
 	req, err := newCheckRequest(o)
 	if err != nil {
@@ -164,6 +168,14 @@ func newCheckRequest(o checkOptions) (*authv3.CheckRequest, error) {
 	}
 	if o.Token != "" {
 		headers["authorization"] = "Bearer " + o.Token
+	}
+	for _, c := range o.Cookies {
+		if name, _, ok := strings.Cut(c, "="); !ok || strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("cookie %q: want 'name=value'", c)
+		}
+	}
+	if len(o.Cookies) > 0 {
+		headers["cookie"] = strings.Join(o.Cookies, "; ")
 	}
 	seen := make(map[string]bool)
 	for _, h := range o.Headers {

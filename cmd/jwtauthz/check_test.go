@@ -258,6 +258,15 @@ func TestCheckRequestShape(t *testing.T) {
 			}),
 		},
 		{
+			name: "cookies in one header",
+			args: []string{"--cookie", "access_token=eyJ.a.b", "--cookie", "theme=dark"},
+			want: want("GET", "/", "127.0.0.1", map[string]string{
+				":method": "GET", ":path": "/", ":authority": "127.0.0.1", ":scheme": "http",
+				"x-forwarded-proto": "http",
+				"cookie":            "access_token=eyJ.a.b; theme=dark",
+			}),
+		},
+		{
 			name: "header replaces the token",
 			args: []string{"--token", "t1", "--header", "Authorization: Basic dXNlcg=="},
 			want: want("GET", "/", "127.0.0.1", map[string]string{

@@ -301,6 +301,13 @@ func TestVerify(t *testing.T) {
 		{"before iat", []string{"--at", "2026-01-01T11:00:00Z", tok}, 1, []string{"reason:   not_yet_valid"}},
 		{"tampered", []string{"--at", "2026-01-01T12:30:00Z", tok[:len(tok)-4] + "AAAA"}, 1, []string{"reason:   invalid_signature"}},
 		{"bad --at", []string{"--at", "yesterday", tok}, 2, nil},
+		// verify reads a token exactly as Check reads the authorization
+		// header: Go's base64 decoder would skip the newline, Check refuses it.
+		{"newline inside the token", []string{"--at", "2026-01-01T12:30:00Z", tok[:20] + "\n" + tok[20:]}, 1, []string{"invalid", "reason:   malformed", "byte 20 is not allowed"}},
+		{"with its Bearer prefix", []string{"--at", "2026-01-01T12:30:00Z", "Bearer " + tok}, 0, []string{"valid"}},
+		{"another scheme", []string{"--at", "2026-01-01T12:30:00Z", "Basic " + tok}, 1, []string{"invalid", "reason:   malformed"}},
+		{"explicit empty token", []string{"--at", "2026-01-01T12:30:00Z", ""}, 1, []string{"invalid", "reason:   malformed"}},
+		{"two tokens", []string{"--at", "2026-01-01T12:30:00Z", tok, tok}, 2, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
