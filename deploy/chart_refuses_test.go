@@ -3,6 +3,10 @@ package deploy_test
 import (
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 // TestChartRefuses checks that values the chart cannot honour fail to
@@ -83,4 +87,42 @@ func TestChartRefuses(t *testing.T) {
 // etcdSet is --set flags for a valid etcd backend, for the cases to spoil.
 func etcdSet() []string {
 	return []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd-0.etcd:2379}"}
+}
+
+// TestChartRefusesWhatConfigRefuses checks that what the chart refuses to
+// render with store.backend etcd, jwtauthz would refuse to load too, and
+// that both name the same key; and that bolt still refuses a second
+// replica, pointing at etcd.
+func TestChartRefusesWhatConfigRefuses(t *testing.T) {
+	t.Run("etcd without endpoints", func(t *testing.T) {
+		t.Parallel()
+		const key = "store.etcd.endpoints"
+		_, err := render(t, nil, "store.backend=etcd", "replicaCount=3")
+		if err == nil || !strings.Contains(err.Error(), "store.backend is etcd, but "+key+" is empty") {
+			t.Errorf("helm template: %v, want a refusal naming %s", err, key)
+		}
+		// The same config with the endpoints left out, as jwtauthz reads it.
+		data := chartConfig(t, "ci/etcd-values.yaml")
+		var doc map[string]any
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		delete(doc["store"].(map[string]any)["etcd"].(map[string]any), "endpoints")
+		noEndpoints, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := config.Parse(noEndpoints); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("config.Parse: %v, want an error naming %s", err, key)
+		}
+	})
+	t.Run("bolt with two replicas", func(t *testing.T) {
+		t.Parallel()
+		_, err := render(t, nil, "replicaCount=2")
+		for _, want := range []string{"replicaCount is 2", "bbolt allows one process per file", "store.backend: etcd"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("helm template: %v, want a refusal mentioning %q", err, want)
+			}
+		}
+	})
 }
