@@ -13,13 +13,44 @@ import (
 
 // chartConfig renders the chart with the values files (relative to the
 // chart) and returns the config.yaml of the ConfigMap the pod mounts.
-func chartConfig(t *testing.T, valuesFiles ...string) []byte {
+func chartConfig(t *testing.T, valuesFiles ...string) string {
 	t.Helper()
 	out, err := render(t, valuesFiles)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []byte(configFile(t, decodeManifests(t, out)))
+	return configFile(t, decodeManifests(t, out))
+}
+
+// loadedConfig is the rendering's config.yaml as jwtauthz loads it.
+func loadedConfig(t *testing.T, m *manifests) *config.Config {
+	t.Helper()
+	return parseConfig(t, configFile(t, m))
+}
+
+// parseConfig loads a rendered config.yaml with jwtauthz's own loader.
+func parseConfig(t *testing.T, data string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(data))
+	if err != nil {
+		t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
+	}
+	return c
+}
+
+// writesStorePath reports whether a rendered config.yaml has a store.path
+// key at all, which the loaded config cannot tell: with backend etcd an
+// absent path and an empty one load alike.
+func writesStorePath(t *testing.T, data string) bool {
+	t.Helper()
+	var doc struct {
+		Store map[string]any `json:"store"`
+	}
+	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	_, ok := doc.Store["path"]
+	return ok
 }
 
 // TestChartConfigLoads checks that the config file the Helm chart renders
@@ -102,10 +133,7 @@ func TestChartConfigLoads(t *testing.T) {
 				files = append(files, "ci/"+tt.values)
 			}
 			data := chartConfig(t, files...)
-			c, err := config.Parse(data)
-			if err != nil {
-				t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
-			}
+			c := parseConfig(t, data)
 			if c.Listen != "0.0.0.0:9001" || c.HTTPListen != "0.0.0.0:9090" {
 				t.Errorf("listen %q http_listen %q, want 0.0.0.0:9001, 0.0.0.0:9090", c.Listen, c.HTTPListen)
 			}
@@ -117,12 +145,8 @@ func TestChartConfigLoads(t *testing.T) {
 					t.Errorf("store = %+v, want path /data/jwtauthz.db and no etcd", c.Store)
 				}
 			case config.BackendEtcd:
-				var doc struct{ Store map[string]any }
-				if err := yaml.Unmarshal(data, &doc); err != nil {
-					t.Fatal(err)
-				}
-				if _, ok := doc.Store["path"]; ok || c.Store.Etcd == nil {
-					t.Errorf("store = %v, want etcd and no path", doc.Store)
+				if hasPath := writesStorePath(t, data); hasPath || c.Store.Etcd == nil {
+					t.Errorf("store = %+v (path set: %v), want etcd and no path", c.Store, hasPath)
 				}
 			}
 			for _, p := range c.Providers {

@@ -104,7 +104,7 @@ func TestChartRefusesWhatConfigRefuses(t *testing.T) {
 		// The same config with the endpoints left out, as jwtauthz reads it.
 		data := chartConfig(t, "ci/etcd-values.yaml")
 		var doc map[string]any
-		if err := yaml.Unmarshal(data, &doc); err != nil {
+		if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
 			t.Fatal(err)
 		}
 		delete(doc["store"].(map[string]any)["etcd"].(map[string]any), "endpoints")

@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -16,7 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"sigs.k8s.io/yaml"
+
+	"github.com/jwtauthz/jwtauthz/config"
 )
 
 func TestChartRender(t *testing.T) {
@@ -179,16 +179,16 @@ func TestChartRender(t *testing.T) {
 					t.Errorf("container port grpc-admin = %+v, want 9002", p)
 				}
 
-				e := renderedStoreOf(t, m).Etcd
+				e := etcdOf(t, loadedConfig(t, m))
 				wantEndpoints := []string{
 					"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
 					"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
 					"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
 				}
-				if !slices.Equal(e.Endpoints, wantEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != "3s" {
-					t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %q, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, wantEndpoints)
+				if !slices.Equal(e.Endpoints, wantEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
+					t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, wantEndpoints)
 				}
-				if e.TLS == nil {
+				if e.TLS == (config.EtcdTLS{}) {
 					t.Fatal("store.etcd.tls is missing")
 				}
 				for _, f := range []struct{ key, path, secretKey string }{
@@ -233,11 +233,11 @@ func TestChartRender(t *testing.T) {
 				if got := m.pdbs[0].Spec.MaxUnavailable; got == nil || got.String() != "25%" {
 					t.Errorf("PodDisruptionBudget maxUnavailable = %v, want 25%%", got)
 				}
-				e := renderedStoreOf(t, m).Etcd
-				if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != "5s" {
+				e := etcdOf(t, loadedConfig(t, m))
+				if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != 5*time.Second {
 					t.Errorf("store.etcd = %+v, want the plaintext endpoint with the default prefix and dial_timeout", e)
 				}
-				if e.TLS != nil || e.Username != "" || e.PasswordFile != "" {
+				if e.TLS != (config.EtcdTLS{}) || e.Username != "" || e.PasswordFile != "" {
 					t.Errorf("store.etcd tls %+v username %q password_file %q, want none", e.TLS, e.Username, e.PasswordFile)
 				}
 				pod := m.workload(t).pod
@@ -277,8 +277,8 @@ func TestChartRender(t *testing.T) {
 				if a == nil || a.NodeAffinity == nil || a.PodAntiAffinity != nil {
 					t.Errorf("affinity = %+v, want the values' nodeAffinity in place of the default anti-affinity", a)
 				}
-				e := renderedStoreOf(t, m).Etcd
-				if e.TLS == nil || e.TLS.CertFile != "" || e.TLS.KeyFile != "" {
+				e := etcdOf(t, loadedConfig(t, m))
+				if e.TLS.CAFile == "" || e.TLS.CertFile != "" || e.TLS.KeyFile != "" {
 					t.Fatalf("store.etcd.tls = %+v, want ca_file only", e.TLS)
 				}
 				checkSecretFile(t, m, "store.etcd.tls.ca_file", e.TLS.CAFile, "etcd-ca", "ca.pem")
@@ -315,46 +315,6 @@ func TestChartRender(t *testing.T) {
 			}
 		})
 	}
-}
-
-// renderedStore is the store section of the rendered config.yaml, decoded
-// strictly so that a key the chart should not write (store.path with etcd)
-// shows up.
-type renderedStore struct {
-	Backend string  `json:"backend"`
-	Path    *string `json:"path"`
-	Etcd    *struct {
-		Endpoints   []string `json:"endpoints"`
-		Prefix      string   `json:"prefix"`
-		DialTimeout string   `json:"dial_timeout"`
-		TLS         *struct {
-			CAFile   string `json:"ca_file"`
-			CertFile string `json:"cert_file"`
-			KeyFile  string `json:"key_file"`
-		} `json:"tls"`
-		Username     string `json:"username"`
-		PasswordFile string `json:"password_file"`
-	} `json:"etcd"`
-}
-
-// renderedConfig is the part of the rendered config.yaml the chart sets.
-type renderedConfig struct {
-	Listen     string          `json:"listen"`
-	HTTPListen string          `json:"http_listen"`
-	Store      json.RawMessage `json:"store"`
-}
-
-func renderedStoreOf(t *testing.T, m *manifests) *renderedStore {
-	t.Helper()
-	var cfg renderedConfig
-	if err := yaml.Unmarshal([]byte(configFile(t, m)), &cfg); err != nil {
-		t.Fatalf("config.yaml: %v", err)
-	}
-	var st renderedStore
-	if err := strictJSON(cfg.Store, &st); err != nil {
-		t.Fatalf("config.yaml store: %v\n%s", err, cfg.Store)
-	}
-	return &st
 }
 
 // authzHealth is the gRPC health service the readiness probe names.
@@ -496,19 +456,17 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if cm == nil {
 		t.Fatalf("config volume names ConfigMap %q, which the chart does not render", v.ConfigMap.Name)
 	}
-	var cfg renderedConfig
-	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
-		t.Fatalf("config.yaml: %v", err)
-	}
+	cfg := parseConfig(t, cm.Data["config.yaml"])
 	if cfg.Listen != "0.0.0.0:9001" || cfg.HTTPListen != "0.0.0.0:9090" {
 		t.Errorf("config.yaml listen %q http_listen %q, want 0.0.0.0:9001, 0.0.0.0:9090", cfg.Listen, cfg.HTTPListen)
 	}
-	st := renderedStoreOf(t, m)
+	st := cfg.Store
 	if etcd {
 		// No volume for the users: no claim, no data volume, and no bbolt
 		// path in the config (jwtauthz refuses store.path with etcd).
-		if st.Backend != "etcd" || st.Path != nil || st.Etcd == nil || len(st.Etcd.Endpoints) == 0 {
-			t.Errorf("config.yaml store: backend %q, path %q (set: %v), etcd %+v; want backend etcd with endpoints and no path", st.Backend, deref(st.Path), st.Path != nil, st.Etcd)
+		hasPath := writesStorePath(t, cm.Data["config.yaml"])
+		if st.Backend != config.BackendEtcd || hasPath || st.Etcd == nil || len(st.Etcd.Endpoints) == 0 {
+			t.Errorf("config.yaml store: backend %q, path %q (set: %v), etcd %+v; want backend etcd with endpoints and no path", st.Backend, st.Path, hasPath, st.Etcd)
 		}
 		if volume(pod, "data") != nil || volumeMount(c, "data") != nil {
 			t.Error("a data volume is rendered with store.backend etcd")
@@ -520,10 +478,8 @@ func checkWorkload(t *testing.T, m *manifests) {
 		}
 		if st.Etcd != nil {
 			// Every file the config names is in the pod, from a Secret.
-			files := []string{st.Etcd.PasswordFile}
-			if st.Etcd.TLS != nil {
-				files = append(files, st.Etcd.TLS.CAFile, st.Etcd.TLS.CertFile, st.Etcd.TLS.KeyFile)
-			}
+			tls := st.Etcd.TLS
+			files := []string{st.Etcd.PasswordFile, tls.CAFile, tls.CertFile, tls.KeyFile}
 			for _, f := range files {
 				if f != "" {
 					if _, _, err := secretFile(pod, c, f); err != nil {
@@ -533,8 +489,8 @@ func checkWorkload(t *testing.T, m *manifests) {
 			}
 		}
 	} else {
-		if st.Backend != "bolt" || deref(st.Path) != "/data/jwtauthz.db" || st.Etcd != nil {
-			t.Errorf("config.yaml store: backend %q, path %q, etcd %+v; want backend bolt, path /data/jwtauthz.db, no etcd", st.Backend, deref(st.Path), st.Etcd)
+		if st.Backend != config.BackendBolt || st.Path != "/data/jwtauthz.db" || st.Etcd != nil {
+			t.Errorf("config.yaml store: backend %q, path %q, etcd %+v; want backend bolt, path /data/jwtauthz.db, no etcd", st.Backend, st.Path, st.Etcd)
 		}
 		if dm := volumeMount(c, "data"); dm == nil || dm.MountPath != "/data" || dm.ReadOnly {
 			t.Errorf("data mount = %+v, want /data, writable", dm)
