@@ -10,11 +10,9 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -24,6 +22,9 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
 )
 
 func checkServiceMonitor(t *testing.T, m *manifests) {
@@ -245,45 +246,21 @@ func jwtauthzCmd(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), err
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // scrapeRunningJWTAuthz starts `jwtauthz serve` with a PEM provider and a
 // JWKS URL provider, sends an allowed and a denied Check, and returns the
 // series names on /metrics.
 func scrapeRunningJWTAuthz(t *testing.T) map[string]bool {
 	t.Helper()
-	dir := t.TempDir()
-	for _, k := range []string{"local", "remote"} {
-		if _, err := jwtauthzCmd(t, "keygen", "--alg", "ES256", "--out", filepath.Join(dir, k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	jwks, err := os.ReadFile(filepath.Join(dir, "remote", "jwks.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// local signs the tokens; remote is the IdP's key, served as a JWK Set.
+	local, remote := servetest.New(t), servetest.New(t)
+	jwks := remote.JWKS(t)
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(jwks)
 	}))
 	defer idp.Close()
 
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+	local.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
 http_listen: 127.0.0.1:0
 store: {path: %s}
 providers:
@@ -294,14 +271,10 @@ providers:
     issuer: https://idp.example.test
     algorithms: [ES256]
     jwks_url: %s
-`, filepath.Join(dir, "users.db"), filepath.Join(dir, "local", "public.pem"), idp.URL)
-	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, local.DBPath, local.PublicPEM, idp.URL))
 
-	logs := &lockedBuffer{}
-	serve := exec.Command(buildJWTAuthz(t), "serve", "--config", cfgPath, "--log-format", "json", "--drain", "0s")
+	logs := &testlog.Buffer{}
+	serve := exec.Command(buildJWTAuthz(t), "serve", "--config", local.ConfigPath, "--log-format", "json", "--drain", "0s")
 	serve.Stdout, serve.Stderr = io.Discard, logs
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -321,11 +294,8 @@ providers:
 	grpcAddr, httpAddr := servingAddrs(t, logs, exited)
 	waitReady(t, "http://"+httpAddr+"/readyz", logs)
 
-	token, err := jwtauthzCmd(t, "mint", "--key", filepath.Join(dir, "local", "private.pem"), "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := jwtauthzCmd(t, "check", "--addr", grpcAddr, "--token", strings.TrimSpace(token)); err != nil {
+	token := local.Mint(t, "alice", time.Hour)
+	if out, err := jwtauthzCmd(t, "check", "--addr", grpcAddr, "--token", token); err != nil {
 		t.Fatalf("allowed check: %v\n%s", err, out)
 	}
 	if out, err := jwtauthzCmd(t, "check", "--addr", grpcAddr); err == nil {
@@ -361,7 +331,7 @@ providers:
 }
 
 // servingAddrs reads the gRPC and HTTP addresses from serve's start-up log line.
-func servingAddrs(t *testing.T, logs *lockedBuffer, exited <-chan error) (grpcAddr, httpAddr string) {
+func servingAddrs(t *testing.T, logs *testlog.Buffer, exited <-chan error) (grpcAddr, httpAddr string) {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
@@ -381,7 +351,7 @@ func servingAddrs(t *testing.T, logs *lockedBuffer, exited <-chan error) (grpcAd
 	}
 }
 
-func waitReady(t *testing.T, url string, logs *lockedBuffer) {
+func waitReady(t *testing.T, url string, logs *testlog.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
