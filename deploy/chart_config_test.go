@@ -11,48 +11,6 @@ import (
 	"github.com/jwtauthz/jwtauthz/config"
 )
 
-// chartConfig renders the chart with the values files (relative to the
-// chart) and returns the config.yaml of the ConfigMap the pod mounts.
-func chartConfig(t *testing.T, valuesFiles ...string) string {
-	t.Helper()
-	out, err := render(t, valuesFiles)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return configFile(t, decodeManifests(t, out))
-}
-
-// loadedConfig is the rendering's config.yaml as jwtauthz loads it.
-func loadedConfig(t *testing.T, m *manifests) *config.Config {
-	t.Helper()
-	return parseConfig(t, configFile(t, m))
-}
-
-// parseConfig loads a rendered config.yaml with jwtauthz's own loader.
-func parseConfig(t *testing.T, data string) *config.Config {
-	t.Helper()
-	c, err := config.Parse([]byte(data))
-	if err != nil {
-		t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
-	}
-	return c
-}
-
-// writesStorePath reports whether a rendered config.yaml has a store.path
-// key at all, which the loaded config cannot tell: with backend etcd an
-// absent path and an empty one load alike.
-func writesStorePath(t *testing.T, data string) bool {
-	t.Helper()
-	var doc struct {
-		Store map[string]any `json:"store"`
-	}
-	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
-		t.Fatalf("config.yaml: %v", err)
-	}
-	_, ok := doc.Store["path"]
-	return ok
-}
-
 // TestChartConfigLoads checks that the config file the Helm chart renders
 // is accepted by jwtauthz's own loader, for the default values and each of
 // the chart's ci/ value sets. The key files it names exist only in a pod, so
@@ -161,6 +119,48 @@ func TestChartConfigLoads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// chartConfig renders the chart with the values files (relative to the
+// chart) and returns the config.yaml of the ConfigMap the pod mounts.
+func chartConfig(t *testing.T, valuesFiles ...string) string {
+	t.Helper()
+	out, err := render(t, valuesFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return configFile(t, decodeManifests(t, out))
+}
+
+// loadedConfig is the rendering's config.yaml as jwtauthz loads it.
+func loadedConfig(t *testing.T, m *manifests) *config.Config {
+	t.Helper()
+	return parseConfig(t, configFile(t, m))
+}
+
+// parseConfig loads a rendered config.yaml with jwtauthz's own loader.
+func parseConfig(t *testing.T, data string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(data))
+	if err != nil {
+		t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
+	}
+	return c
+}
+
+// writesStorePath reports whether a rendered config.yaml has a store.path
+// key at all, which the loaded config cannot tell: with backend etcd an
+// absent path and an empty one load alike.
+func writesStorePath(t *testing.T, data string) bool {
+	t.Helper()
+	var doc struct {
+		Store map[string]any `json:"store"`
+	}
+	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	_, ok := doc.Store["path"]
+	return ok
 }
 
 // etcdOf returns store.etcd, failing the test when the backend is not etcd.

@@ -27,54 +27,42 @@ import (
 	"github.com/jwtauthz/jwtauthz/internal/testlog"
 )
 
-func checkServiceMonitor(t *testing.T, m *manifests) {
-	t.Helper()
-	sm := m.serviceMonitors[0]
-	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.services[0].Labels) {
-		t.Error("ServiceMonitor does not select the Service")
-	}
-	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {
-		t.Errorf("ServiceMonitor endpoints = %+v, want port http, path /metrics", sm.Spec.Endpoints)
-	}
+// notFromJWTAuthz are the series the alerts use that Prometheus provides,
+// not jwtauthz: scrape health (a dead process exports nothing). NOT_SERVING
+// is jwtauthz's own jwtauthz_serving.
+var notFromJWTAuthz = map[string]string{
+	"up": "Prometheus, per scrape target",
 }
 
-// checkAlertTemplates parses an alert's annotations as Prometheus does: Go
-// templates with $labels and $value defined.
-func checkAlertTemplates(t *testing.T, r monitoringv1.Rule) {
-	t.Helper()
-	funcs := template.FuncMap{"humanize": fmt.Sprint, "humanizePercentage": fmt.Sprint, "humanizeDuration": fmt.Sprint}
-	for k, v := range r.Annotations {
-		src := "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$value := .Value}}" + v
-		if _, err := template.New(k).Funcs(funcs).Parse(src); err != nil {
-			t.Errorf("alert %s annotation %s: %v", r.Alert, k, err)
-		}
-	}
-}
+// TestMonitoringMetricsExist checks every metric name in the dashboard and
+// the alerts against the /metrics of a real jwtauthz that has answered
+// Checks and fetched a JWK Set, so every counter vector has a child.
+func TestMonitoringMetricsExist(t *testing.T) {
+	used := monitoringMetricNames(t)
+	exported := scrapeRunningJWTAuthz(t)
 
-func ruleAnnotation(t *testing.T, rule *monitoringv1.PrometheusRule, alert, key string) string {
-	t.Helper()
-	for _, g := range rule.Spec.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == alert {
-				return r.Annotations[key]
-			}
+	for _, name := range []string{"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total", "jwtauthz_jwks_refresh_total", "jwtauthz_token_cache_requests_total", "jwtauthz_serving"} {
+		if !exported[name] {
+			t.Errorf("jwtauthz does not export %s (the README lists it)", name)
+		}
+		if len(used[name]) == 0 {
+			t.Errorf("the dashboard and alerts never use %s", name)
 		}
 	}
-	t.Fatalf("no alert %s", alert)
-	return ""
-}
-
-func ruleExpr(t *testing.T, rule *monitoringv1.PrometheusRule, alert string) string {
-	t.Helper()
-	for _, g := range rule.Spec.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == alert {
-				return r.Expr.String()
-			}
+	names := make([]string, 0, len(used))
+	for n := range used {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		switch {
+		case exported[n]:
+		case notFromJWTAuthz[n] != "":
+			t.Logf("%s: from %s, not jwtauthz", n, notFromJWTAuthz[n])
+		default:
+			t.Errorf("%s is used by %v but jwtauthz's /metrics has no such series", n, used[n])
 		}
 	}
-	t.Fatalf("no alert %s", alert)
-	return ""
 }
 
 // dashboard is the part of a Grafana dashboard the tests read.
@@ -193,44 +181,6 @@ func monitoringMetricNames(t *testing.T) map[string][]string {
 		add("variable "+v.Name, mm[1])
 	}
 	return used
-}
-
-// notFromJWTAuthz are the series the alerts use that Prometheus provides,
-// not jwtauthz: scrape health (a dead process exports nothing). NOT_SERVING
-// is jwtauthz's own jwtauthz_serving.
-var notFromJWTAuthz = map[string]string{
-	"up": "Prometheus, per scrape target",
-}
-
-// TestMonitoringMetricsExist checks every metric name in the dashboard and
-// the alerts against the /metrics of a real jwtauthz that has answered
-// Checks and fetched a JWK Set, so every counter vector has a child.
-func TestMonitoringMetricsExist(t *testing.T) {
-	used := monitoringMetricNames(t)
-	exported := scrapeRunningJWTAuthz(t)
-
-	for _, name := range []string{"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total", "jwtauthz_jwks_refresh_total", "jwtauthz_token_cache_requests_total", "jwtauthz_serving"} {
-		if !exported[name] {
-			t.Errorf("jwtauthz does not export %s (the README lists it)", name)
-		}
-		if len(used[name]) == 0 {
-			t.Errorf("the dashboard and alerts never use %s", name)
-		}
-	}
-	names := make([]string, 0, len(used))
-	for n := range used {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		switch {
-		case exported[n]:
-		case notFromJWTAuthz[n] != "":
-			t.Logf("%s: from %s, not jwtauthz", n, notFromJWTAuthz[n])
-		default:
-			t.Errorf("%s is used by %v but jwtauthz's /metrics has no such series", n, used[n])
-		}
-	}
 }
 
 // jwtauthzCmd runs the built binary and returns its stdout.
@@ -365,4 +315,54 @@ func waitReady(t *testing.T, url string, logs *testlog.Buffer) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%s never answered 200:\n%s", url, logs.String())
+}
+
+func checkServiceMonitor(t *testing.T, m *manifests) {
+	t.Helper()
+	sm := m.serviceMonitors[0]
+	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.services[0].Labels) {
+		t.Error("ServiceMonitor does not select the Service")
+	}
+	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints = %+v, want port http, path /metrics", sm.Spec.Endpoints)
+	}
+}
+
+// checkAlertTemplates parses an alert's annotations as Prometheus does: Go
+// templates with $labels and $value defined.
+func checkAlertTemplates(t *testing.T, r monitoringv1.Rule) {
+	t.Helper()
+	funcs := template.FuncMap{"humanize": fmt.Sprint, "humanizePercentage": fmt.Sprint, "humanizeDuration": fmt.Sprint}
+	for k, v := range r.Annotations {
+		src := "{{$labels := .Labels}}{{$externalLabels := .ExternalLabels}}{{$value := .Value}}" + v
+		if _, err := template.New(k).Funcs(funcs).Parse(src); err != nil {
+			t.Errorf("alert %s annotation %s: %v", r.Alert, k, err)
+		}
+	}
+}
+
+func ruleAnnotation(t *testing.T, rule *monitoringv1.PrometheusRule, alert, key string) string {
+	t.Helper()
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == alert {
+				return r.Annotations[key]
+			}
+		}
+	}
+	t.Fatalf("no alert %s", alert)
+	return ""
+}
+
+func ruleExpr(t *testing.T, rule *monitoringv1.PrometheusRule, alert string) string {
+	t.Helper()
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == alert {
+				return r.Expr.String()
+			}
+		}
+	}
+	t.Fatalf("no alert %s", alert)
+	return ""
 }
