@@ -50,13 +50,8 @@ func TestChartConfigLoads(t *testing.T) {
 		{"observability-values.yaml", nil},
 		{"etcd-values.yaml", func(t *testing.T, c *config.Config) {
 			e := etcdOf(t, c)
-			want := []string{
-				"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
-				"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
-				"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
-			}
-			if !slices.Equal(e.Endpoints, want) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
-				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, want)
+			if !slices.Equal(e.Endpoints, etcdValuesEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
+				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, etcdValuesEndpoints)
 			}
 			wantTLS := config.EtcdTLS{CAFile: "/etc/jwtauthz/etcd-tls/ca.crt", CertFile: "/etc/jwtauthz/etcd-tls/tls.crt", KeyFile: "/etc/jwtauthz/etcd-tls/tls.key"}
 			if e.TLS != wantTLS {
@@ -119,6 +114,13 @@ func TestChartConfigLoads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// etcdValuesEndpoints are the etcd endpoints ci/etcd-values.yaml gives.
+var etcdValuesEndpoints = []string{
+	"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
+	"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
+	"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
 }
 
 // chartConfig renders the chart with the values files (relative to the

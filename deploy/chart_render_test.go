@@ -180,13 +180,8 @@ func TestChartRender(t *testing.T) {
 				}
 
 				e := etcdOf(t, loadedConfig(t, m))
-				wantEndpoints := []string{
-					"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
-					"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
-					"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
-				}
-				if !slices.Equal(e.Endpoints, wantEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
-					t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, wantEndpoints)
+				if !slices.Equal(e.Endpoints, etcdValuesEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
+					t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, etcdValuesEndpoints)
 				}
 				if e.TLS == (config.EtcdTLS{}) {
 					t.Fatal("store.etcd.tls is missing")
