@@ -1,92 +1,20 @@
 package deploy_test
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"sigs.k8s.io/yaml"
 
 	"github.com/jwtauthz/jwtauthz/config"
 )
 
-// renderChartConfig renders charts/jwtauthz with the helm pinned in
-// tools/go.mod and returns the config file from its ConfigMap. The first run
-// builds helm (a few minutes without a build cache).
-func renderChartConfig(t *testing.T, valuesFile string) []byte {
-	t.Helper()
-	var files []string
-	if valuesFile != "" {
-		files = append(files, filepath.Join("charts/jwtauthz/ci", valuesFile))
-	}
-	out, err := helmTemplateConfig(t, files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// helmTemplateConfig runs helm template with the values files (relative to
-// the repository) and --set flags, and returns the config file, or helm's
-// error with its stderr.
-func helmTemplateConfig(t *testing.T, valuesFiles []string, set ...string) ([]byte, error) {
-	t.Helper()
-	root, err := filepath.Abs(repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"tool", "-modfile=" + filepath.Join(root, "tools", "go.mod"), "helm",
-		"template", "jwtauthz", "charts/jwtauthz", "--namespace", "jwtauthz", "--kube-version", "1.33.0",
-		"--show-only", "templates/configmap.yaml"}
-	for _, f := range valuesFiles {
-		args = append(args, "--values", f)
-	}
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	home := t.TempDir()
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-
-	dec := yaml.NewDecoder(&stdout)
-	for {
-		var obj struct {
-			Kind     string `yaml:"kind"`
-			Metadata struct{ Name string }
-			Data     map[string]string `yaml:"data"`
-		}
-		err := dec.Decode(&obj)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		if obj.Kind == "ConfigMap" && obj.Data["config.yaml"] != "" {
-			return []byte(obj.Data["config.yaml"]), nil
-		}
-	}
-	return nil, errors.New("the chart rendered no ConfigMap with config.yaml")
-}
-
 // TestChartConfigLoads checks that the config file the Helm chart renders
 // is accepted by jwtauthz's own loader, for the default values and each of
 // the chart's ci/ value sets. The key files it names exist only in a pod, so
-// this is the structural validation (parseConfig), not buildProviders.
+// this is the structural validation (config.Parse), not config.BuildProviders.
 func TestChartConfigLoads(t *testing.T) {
 	tests := []struct {
 		values string
@@ -122,13 +50,8 @@ func TestChartConfigLoads(t *testing.T) {
 		{"observability-values.yaml", nil},
 		{"etcd-values.yaml", func(t *testing.T, c *config.Config) {
 			e := etcdOf(t, c)
-			want := []string{
-				"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
-				"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
-				"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
-			}
-			if !slices.Equal(e.Endpoints, want) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
-				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, want)
+			if !slices.Equal(e.Endpoints, etcdValuesEndpoints) || e.Prefix != "/jwtauthz/prod/" || e.DialTimeout != 3*time.Second {
+				t.Errorf("store.etcd endpoints %v prefix %q dial_timeout %v, want %v, /jwtauthz/prod/, 3s", e.Endpoints, e.Prefix, e.DialTimeout, etcdValuesEndpoints)
 			}
 			wantTLS := config.EtcdTLS{CAFile: "/etc/jwtauthz/etcd-tls/ca.crt", CertFile: "/etc/jwtauthz/etcd-tls/tls.crt", KeyFile: "/etc/jwtauthz/etcd-tls/tls.key"}
 			if e.TLS != wantTLS {
@@ -158,28 +81,25 @@ func TestChartConfigLoads(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			data := renderChartConfig(t, tt.values)
-			c, err := config.Parse(data)
-			if err != nil {
-				t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
+			var files []string
+			if tt.values != "" {
+				files = append(files, "ci/"+tt.values)
 			}
+			data := chartConfig(t, files...)
+			c := parseConfig(t, data)
 			if c.Listen != "0.0.0.0:9001" || c.HTTPListen != "0.0.0.0:9090" {
 				t.Errorf("listen %q http_listen %q, want 0.0.0.0:9001, 0.0.0.0:9090", c.Listen, c.HTTPListen)
 			}
 			// bolt: the file on the pod's volume. etcd: no store.path at
-			// all, which parseConfig would refuse, and store.etcd set.
+			// all, which config.Parse would refuse, and store.etcd set.
 			switch c.Store.Backend {
 			case config.BackendBolt:
 				if c.Store.Path != "/data/jwtauthz.db" || c.Store.Etcd != nil {
 					t.Errorf("store = %+v, want path /data/jwtauthz.db and no etcd", c.Store)
 				}
 			case config.BackendEtcd:
-				var doc struct{ Store map[string]any }
-				if err := yaml.Unmarshal(data, &doc); err != nil {
-					t.Fatal(err)
-				}
-				if _, ok := doc.Store["path"]; ok || c.Store.Etcd == nil {
-					t.Errorf("store = %v, want etcd and no path", doc.Store)
+				if hasPath := writesStorePath(t, data); hasPath || c.Store.Etcd == nil {
+					t.Errorf("store = %+v (path set: %v), want etcd and no path", c.Store, hasPath)
 				}
 			}
 			for _, p := range c.Providers {
@@ -194,6 +114,55 @@ func TestChartConfigLoads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// etcdValuesEndpoints are the etcd endpoints ci/etcd-values.yaml gives.
+var etcdValuesEndpoints = []string{
+	"https://etcd-0.etcd-headless.etcd.svc.cluster.local:2379",
+	"https://etcd-1.etcd-headless.etcd.svc.cluster.local:2379",
+	"https://etcd-2.etcd-headless.etcd.svc.cluster.local:2379",
+}
+
+// chartConfig renders the chart with the values files (relative to the
+// chart) and returns the config.yaml of the ConfigMap the pod mounts.
+func chartConfig(t *testing.T, valuesFiles ...string) string {
+	t.Helper()
+	out, err := render(t, valuesFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return configFile(t, decodeManifests(t, out))
+}
+
+// loadedConfig is the rendering's config.yaml as jwtauthz loads it.
+func loadedConfig(t *testing.T, m *manifests) *config.Config {
+	t.Helper()
+	return parseConfig(t, configFile(t, m))
+}
+
+// parseConfig loads a rendered config.yaml with jwtauthz's own loader.
+func parseConfig(t *testing.T, data string) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(data))
+	if err != nil {
+		t.Fatalf("jwtauthz refuses the chart's config: %v\n%s", err, data)
+	}
+	return c
+}
+
+// writesStorePath reports whether a rendered config.yaml has a store.path
+// key at all, which the loaded config cannot tell: with backend etcd an
+// absent path and an empty one load alike.
+func writesStorePath(t *testing.T, data string) bool {
+	t.Helper()
+	var doc struct {
+		Store map[string]any `json:"store"`
+	}
+	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
+		t.Fatalf("config.yaml: %v", err)
+	}
+	_, ok := doc.Store["path"]
+	return ok
 }
 
 // etcdOf returns store.etcd, failing the test when the backend is not etcd.
@@ -214,45 +183,4 @@ func nonEmpty(ss ...string) []string {
 		}
 	}
 	return out
-}
-
-// TestChartRefusesWhatConfigRefuses checks that what the chart refuses to
-// render with store.backend etcd, jwtauthz would refuse to load too, and
-// that both name the same key; and that bolt still refuses a second
-// replica, pointing at etcd.
-func TestChartRefusesWhatConfigRefuses(t *testing.T) {
-	t.Run("etcd without endpoints", func(t *testing.T) {
-		t.Parallel()
-		const key = "store.etcd.endpoints"
-		_, err := helmTemplateConfig(t, nil, "store.backend=etcd", "replicaCount=3")
-		if err == nil || !strings.Contains(err.Error(), "store.backend is etcd, but "+key+" is empty") {
-			t.Errorf("helm template: %v, want a refusal naming %s", err, key)
-		}
-		// The same config with the endpoints left out, as jwtauthz reads it.
-		data, err := helmTemplateConfig(t, []string{"charts/jwtauthz/ci/etcd-values.yaml"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var doc map[string]any
-		if err := yaml.Unmarshal(data, &doc); err != nil {
-			t.Fatal(err)
-		}
-		delete(doc["store"].(map[string]any)["etcd"].(map[string]any), "endpoints")
-		noEndpoints, err := yaml.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := config.Parse(noEndpoints); err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("parseConfig: %v, want an error naming %s", err, key)
-		}
-	})
-	t.Run("bolt with two replicas", func(t *testing.T) {
-		t.Parallel()
-		_, err := helmTemplateConfig(t, nil, "replicaCount=2")
-		for _, want := range []string{"replicaCount is 2", "bbolt allows one process per file", "store.backend: etcd"} {
-			if err == nil || !strings.Contains(err.Error(), want) {
-				t.Errorf("helm template: %v, want a refusal mentioning %q", err, want)
-			}
-		}
-	})
 }
