@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
@@ -148,4 +149,54 @@ func benchServer(b *testing.B, k benchKey, noCache bool) authv3.AuthorizationCli
 		dbPath:   filepath.Join(b.TempDir(), "bench.db"),
 	})
 	return f.client
+}
+
+// benchRoutes are n routes of mixed kinds (path prefixes, whole-path
+// regexes, hosts, methods) that the benchmark's request matches none of,
+// so every one is evaluated before default_route applies: the worst case.
+func benchRoutes(b *testing.B, n int) *route.Table {
+	b.Helper()
+	specs := make([]route.Spec, n)
+	for i := range specs {
+		name := fmt.Sprintf("r%d", i)
+		var m route.Match
+		switch i % 4 {
+		case 0:
+			m.PathPrefixes = []string{fmt.Sprintf("/svc%d", i), fmt.Sprintf("/api/v1/svc%d", i)}
+		case 1:
+			m.PathRegex = fmt.Sprintf(`/api/v[0-9]+/items%d/[a-z0-9-]+`, i)
+		case 2:
+			m.Hosts = []string{fmt.Sprintf("svc%d.example.com", i), fmt.Sprintf("*.svc%d.example.net", i)}
+		case 3:
+			m.Methods = []string{"POST", "PUT"}
+			m.PathPrefixes = []string{"/api"}
+		}
+		specs[i] = route.Spec{Rule: route.Rule{Name: name, Require: route.Require{Scopes: []string{"s" + name}}}, Match: m}
+	}
+	t, err := route.Compile(specs, route.Rule{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return t
+}
+
+// BenchmarkCheckRoutes is BenchmarkCheckCached with no routes and with 100
+// routes that all must be evaluated: what matching costs a cached Check.
+func BenchmarkCheckRoutes(b *testing.B) {
+	k := benchKeys(b)[2] // ES256: the token does not matter once cached
+	tok := mint(b, k.method, k.priv, claimsFor("alice"), nil)
+	for _, n := range []int{0, 100} {
+		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
+			o := fixtureOptions{
+				verifier: singleProvider(b, token.Options{Algorithms: []string{k.method.Alg()}}, staticKeys(k.pub)),
+				dbPath:   filepath.Join(b.TempDir(), "bench.db"),
+			}
+			if n > 0 {
+				o.routes = benchRoutes(b, n)
+			}
+			req := request(bearer(tok))
+			req.GetAttributes().GetRequest().GetHttp().Path = "/api/v1/items/42"
+			runChecks(b, start(b, o).client, req)
+		})
+	}
 }

@@ -16,7 +16,16 @@ type verified struct {
 	claims     map[string]string // claim path -> header value; read-only once built
 	validUntil time.Time         // exp + leeway: valid strictly before it
 	keyGen     uint64            // generation of the key set that verified it
+	scopes     []string          // when some route asks for scopes
+	ruleClaims map[string]any    // claims the routes' conditions name, by path; read-only
+}
 
+// The route.Token a rule's conditions read.
+func (v *verified) Provider() string { return v.provider }
+func (v *verified) Scopes() []string { return v.scopes }
+func (v *verified) Claim(path string) (any, bool) {
+	val, ok := v.ruleClaims[path]
+	return val, ok
 }
 
 // cacheShards spreads the cache's lock; a power of two.

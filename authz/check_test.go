@@ -50,6 +50,7 @@ func TestCheckAllowsRS512WithIdentityHeaders(t *testing.T) {
 			"user_id":  structpb.NewStringValue("1"),
 			"provider": structpb.NewStringValue("default"),
 			"new_user": structpb.NewBoolValue(true),
+			"route":    structpb.NewStringValue("default"),
 		}},
 	}
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jwtauthz/jwtauthz/authz/claims"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
@@ -33,6 +34,26 @@ const (
 	ReasonUserInactive     Reason = "user_inactive"
 	ReasonKeysUnavailable  Reason = "keys_unavailable"
 	ReasonStoreUnavailable Reason = "store_unavailable"
+	// Route rules (routes, default_route).
+	ReasonBadPath           Reason = "bad_path"
+	ReasonInsufficientScope Reason = "insufficient_scope"
+	ReasonForbidden         Reason = "forbidden"
+)
+
+// Challenge is what a denial puts in www-authenticate.
+type Challenge int
+
+const (
+	// ChallengeBearer: Bearer realm=..., with error="invalid_token" and
+	// error_description when the request carried a credential (RFC 6750
+	// §3.1).
+	ChallengeBearer Challenge = iota
+	// ChallengeScope: Bearer realm=..., error="insufficient_scope",
+	// scope="<the route's scopes>".
+	ChallengeScope
+	// ChallengeNone: no www-authenticate (the failure is not the
+	// token's: a bad path, a condition of the route, an outage).
+	ChallengeNone
 )
 
 // Denial is how one reason is answered, wherever a token is refused: the
@@ -49,23 +70,28 @@ type Denial struct {
 	// RetryAfter asks the client to come back (the 503s): the failure is
 	// ours, not its.
 	RetryAfter bool
+	Challenge  Challenge
 }
 
 // denials is the one table that turns a reason into a response.
 var denials = map[Reason]Denial{
-	ReasonMissingToken:     {ReasonMissingToken, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonMalformed:        {ReasonMalformed, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonInvalidSignature: {ReasonInvalidSignature, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonUnknownKID:       {ReasonUnknownKID, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonExpired:          {ReasonExpired, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonNotYetValid:      {ReasonNotYetValid, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonIssuer:           {ReasonIssuer, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonAudience:         {ReasonAudience, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonAlgorithm:        {ReasonAlgorithm, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonClaimsSchema:     {ReasonClaimsSchema, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false},
-	ReasonUserInactive:     {ReasonUserInactive, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false},
-	ReasonKeysUnavailable:  {ReasonKeysUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true},
-	ReasonStoreUnavailable: {ReasonStoreUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true},
+	ReasonMissingToken:     {ReasonMissingToken, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonMalformed:        {ReasonMalformed, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonInvalidSignature: {ReasonInvalidSignature, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonUnknownKID:       {ReasonUnknownKID, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonExpired:          {ReasonExpired, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonNotYetValid:      {ReasonNotYetValid, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonIssuer:           {ReasonIssuer, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonAudience:         {ReasonAudience, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonAlgorithm:        {ReasonAlgorithm, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonClaimsSchema:     {ReasonClaimsSchema, codes.Unauthenticated, http.StatusUnauthorized, slog.LevelInfo, false, ChallengeBearer},
+	ReasonUserInactive:     {ReasonUserInactive, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false, ChallengeBearer},
+	ReasonKeysUnavailable:  {ReasonKeysUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true, ChallengeNone},
+	ReasonStoreUnavailable: {ReasonStoreUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true, ChallengeNone},
+
+	ReasonBadPath:           {ReasonBadPath, codes.InvalidArgument, http.StatusBadRequest, slog.LevelInfo, false, ChallengeNone},
+	ReasonInsufficientScope: {ReasonInsufficientScope, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false, ChallengeScope},
+	ReasonForbidden:         {ReasonForbidden, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false, ChallengeNone},
 }
 
 // Deny returns how err is answered. An error it does not know is a
@@ -123,6 +149,12 @@ func Classify(err error) Reason {
 		return ReasonUserInactive
 	case errors.Is(err, errStore):
 		return ReasonStoreUnavailable
+	case errors.Is(err, route.ErrBadPath):
+		return ReasonBadPath
+	case errors.Is(err, route.ErrInsufficientScope):
+		return ReasonInsufficientScope
+	case errors.Is(err, route.ErrForbidden):
+		return ReasonForbidden
 	case errors.Is(err, keys.ErrUnavailable):
 		return ReasonKeysUnavailable
 	case errors.Is(err, keys.ErrUnknownKID):

@@ -26,6 +26,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/claims"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	"github.com/jwtauthz/jwtauthz/store"
 	"github.com/jwtauthz/jwtauthz/store/bolt"
@@ -131,6 +132,8 @@ type fixtureOptions struct {
 	noCache      bool // the cache is on by default, as in production
 	metrics      *authz.Metrics
 	tokenSources []authz.TokenSource
+	routes       *route.Table
+	providers    []string // default: "default"
 }
 
 // identityHeaders are the config's defaults (config.Default).
@@ -192,14 +195,22 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 		Verifier:             o.verifier,
 		Headers:              h,
 		ClaimHeaders:         o.claimHeaders,
-		Providers:            []string{"default"},
+		Providers:            providersOr(o.providers),
 		ForwardAuthorization: !o.noForward,
 		CacheMaxEntries:      cacheEntries(o.noCache),
 		TokenSources:         o.tokenSources,
+		Routes:               o.routes,
 	})
 	conn := serveBufconn(t, func(gs *grpc.Server) { authv3.RegisterAuthorizationServer(gs, srv) })
 	t.Cleanup(func() { db.Close() })
 	return &fixture{client: authv3.NewAuthorizationClient(conn), db: db, dbPath: o.dbPath}
+}
+
+func providersOr(names []string) []string {
+	if len(names) == 0 {
+		return []string{"default"}
+	}
+	return names
 }
 
 // serveBufconn runs a gRPC server over bufconn (the real transport, no

@@ -5,7 +5,8 @@ import (
 )
 
 // Metrics are jwtauthz's Prometheus metrics. Labels are bounded: provider
-// names come from the config, decisions and reasons from fixed lists.
+// and route names come from the config, decisions and reasons from fixed
+// lists.
 type Metrics struct {
 	checks       *prometheus.CounterVec
 	duration     prometheus.Histogram
@@ -19,8 +20,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jwtauthz_checks_total",
-			Help: "Check decisions by provider, decision (allow, deny) and reason.",
-		}, []string{"provider", "decision", "reason"}),
+			Help: "Check decisions by provider, route, decision (allow, deny, dry_run_deny) and reason.",
+		}, []string{"provider", "route", "decision", "reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "jwtauthz_check_duration_seconds",
 			Help:    "Time to answer a Check, from request to decision.",

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	"github.com/jwtauthz/jwtauthz/store"
 )
@@ -34,9 +36,48 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
-// allow builds the answer that lets the request through as v's user; query
-// names the query parameter the token came from, removed upstream.
-func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity, query string) *authv3.CheckResponse {
+// allow builds the answer that lets c's request through: as its user when
+// the token was verified and the user is known, else anonymous. Either way
+// client-sent identity headers are stripped. dryRun, when set, is the
+// reason a route in dry run would have denied the request.
+func (p *policy) allow(c *checkState, dryRun Reason) *authv3.CheckResponse {
+	meta := make(map[string]*structpb.Value, 6)
+	meta["route"] = p.routeValues[c.rule]
+	var set []*corev3.HeaderValueOption
+	if c.id != nil {
+		set = p.identity(c.v, c.id, meta)
+	} else {
+		meta["anonymous"] = valueTrue
+	}
+	if dryRun != "" {
+		meta["dry_run_deny"] = structpb.NewStringValue(string(dryRun))
+	}
+
+	var remove []string
+	c.hdrs.each(func(name string) {
+		if !p.strips(name) || isSet(set, name) || slices.Contains(remove, name) {
+			return
+		}
+		remove = append(remove, name)
+	})
+	if !p.ForwardAuthorization {
+		remove = append(remove, "authorization")
+	}
+	ok := &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove}
+	if c.cred.query != "" {
+		ok.QueryParametersToRemove = []string{c.cred.query}
+	}
+	return &authv3.CheckResponse{
+		Status:       statusOK,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		// For access logs and later filters.
+		DynamicMetadata: &structpb.Struct{Fields: meta},
+	}
+}
+
+// identity returns the identity and claim headers of v's user id, and
+// adds the user to the dynamic metadata meta.
+func (p *policy) identity(v *verified, id *store.Identity, meta map[string]*structpb.Value) []*corev3.HeaderValueOption {
 	h := p.Headers
 	shared := p.providerParts(v.provider)
 	chs := p.ClaimHeaders[v.provider]
@@ -59,36 +100,15 @@ func (p *policy) allow(hdrs requestHeaders, v *verified, id store.Identity, quer
 			set = append(set, setHeader(ch.Header, val))
 		}
 	}
-
-	var remove []string
-	hdrs.each(func(name string) {
-		if !p.strips(name) || isSet(set, name) || slices.Contains(remove, name) {
-			return
-		}
-		remove = append(remove, name)
-	})
-	if !p.ForwardAuthorization {
-		remove = append(remove, "authorization")
-	}
 	newUser := valueFalse
 	if id.New {
 		newUser = valueTrue
 	}
-	ok := &authv3.OkHttpResponse{Headers: set, HeadersToRemove: remove}
-	if query != "" {
-		ok.QueryParametersToRemove = []string{query}
-	}
-	return &authv3.CheckResponse{
-		Status:       statusOK,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		// For access logs and later filters.
-		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"user":     structpb.NewStringValue(v.username),
-			"user_id":  structpb.NewStringValue(userID),
-			"provider": shared.value,
-			"new_user": newUser,
-		}},
-	}
+	meta["user"] = structpb.NewStringValue(v.username)
+	meta["user_id"] = structpb.NewStringValue(userID)
+	meta["provider"] = shared.value
+	meta["new_user"] = newUser
+	return set
 }
 
 // Parts of allow answers that are the same for many answers, built once and
@@ -204,19 +224,27 @@ func validHeaderValue(s string) bool {
 	return utf8.ValidString(s)
 }
 
-// denied builds the answer of d: tokenGiven says whether the request
-// carried a credential (RFC 6750 then asks for error="invalid_token").
-func (s *Server) denied(d Denial, detail string, tokenGiven bool) *authv3.CheckResponse {
+// denied builds the answer of d for err: tokenGiven says whether the
+// request carried a credential (RFC 6750 then asks for
+// error="invalid_token").
+func (s *Server) denied(d Denial, err error, tokenGiven bool) *authv3.CheckResponse {
+	detail := err.Error()
 	body, _ := json.Marshal(struct {
 		Error  string `json:"error"`
 		Detail string `json:"detail"`
 	}{string(d.Reason), detail})
 
 	headers := []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}
-	switch {
-	case d.RetryAfter:
+	if d.RetryAfter {
 		secs := int(s.opts.RetryAfter.Seconds())
 		headers = append(headers, setHeader("retry-after", strconv.Itoa(max(secs, 1))))
+	}
+	var se *route.ScopeError
+	switch {
+	case d.Challenge == ChallengeNone:
+	case d.Challenge == ChallengeScope && errors.As(err, &se):
+		headers = append(headers, setHeader("www-authenticate", fmt.Sprintf(
+			`Bearer realm=%q, error="insufficient_scope", scope="%s"`, s.opts.Realm, quotable(strings.Join(se.Scopes, " ")))))
 	case tokenGiven:
 		headers = append(headers, setHeader("www-authenticate", fmt.Sprintf(
 			`Bearer realm=%q, error="invalid_token", error_description="%s"`, s.opts.Realm, quotable(detail))))

@@ -9,11 +9,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	"github.com/jwtauthz/jwtauthz/store"
 )
@@ -60,6 +64,9 @@ type Policy struct {
 	// TokenSources are where a token is looked for, in order; the first
 	// present is used. Empty means DefaultTokenSources.
 	TokenSources []TokenSource
+	// Routes decide which rule applies to a request. Nil means every
+	// request requires a valid token and nothing more.
+	Routes *route.Table
 	// CacheMaxEntries bounds the verified-token cache; 0 disables it. Each
 	// policy has a cache of its own, so no answer outlives the policy (its
 	// providers and keys) that verified it.
@@ -86,10 +93,16 @@ type Server struct {
 // policy is a Policy with what is derived from it once.
 type policy struct {
 	*Policy
-	protected map[string]bool // every header name the answers may set or strip
-	shared    map[string]providerParts
-	cache     *tokenCache // nil when disabled
-	sources   []TokenSource
+	protected   map[string]bool // every header name the answers may set or strip
+	shared      map[string]providerParts
+	cache       *tokenCache // nil when disabled
+	sources     []TokenSource
+	routes      *route.Table
+	routeValues map[*route.Rule]*structpb.Value // each rule's name in dynamic metadata
+	// What the rules read of a token, kept with its verification:
+	// whether any rule asks for scopes, and the claim paths they name.
+	needScopes bool
+	claimPaths []string
 }
 
 // New returns a Server that decides by p.
@@ -121,6 +134,20 @@ func compile(p *Policy) *policy {
 	if len(c.sources) == 0 {
 		c.sources = DefaultTokenSources
 	}
+	c.routes = p.Routes
+	if c.routes == nil {
+		c.routes, _ = route.Compile(nil, route.Rule{}) // cannot fail: no conditions
+	}
+	c.routeValues = map[*route.Rule]*structpb.Value{}
+	for _, r := range c.routes.Rules() {
+		c.routeValues[r] = structpb.NewStringValue(r.Name)
+		c.needScopes = c.needScopes || len(r.Require.Scopes) > 0
+		for _, cc := range r.Require.Claims {
+			if !slices.Contains(c.claimPaths, cc.Path) {
+				c.claimPaths = append(c.claimPaths, cc.Path)
+			}
+		}
+	}
 	h := p.Headers
 	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
 		if name != "" {
@@ -143,34 +170,74 @@ func compile(p *Policy) *policy {
 // request itself is nil; every decision is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	resp, provider, reason := s.check(ctx, s.policy.Load(), req)
+	c := checkState{req: req}
+	resp := s.check(ctx, s.policy.Load(), &c)
 	if m := s.opts.Metrics; m != nil {
-		if provider == "" {
-			provider = "none"
-		}
-		decision := "allow"
-		if reason != ReasonOK {
-			decision = "deny"
-		}
-		m.checks.WithLabelValues(provider, decision, string(reason)).Inc()
+		m.checks.WithLabelValues(c.labels()...).Inc()
 		m.duration.Observe(time.Since(start).Seconds())
 	}
 	return resp, nil
 }
 
-func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest) (*authv3.CheckResponse, string, Reason) {
-	hdrs, err := headersOf(req)
-	if err != nil {
-		return s.deny(ctx, req, "", err)
+// checkState is what one Check learned on its way, for its answer, its
+// log line and its metrics.
+type checkState struct {
+	req      *authv3.CheckRequest
+	hdrs     requestHeaders
+	rule     *route.Rule // nil until the request is routed
+	cred     credential
+	v        *verified       // the token, once verified
+	id       *store.Identity // its user, once logged in
+	decision string          // allow, deny or dry_run_deny
+	reason   Reason
+}
+
+// labels are jwtauthz_checks_total's: provider, route, decision, reason.
+func (c *checkState) labels() []string {
+	provider, rule := "none", "none"
+	if c.v != nil && c.v.provider != "" {
+		provider = c.v.provider
 	}
-	cred, err := extractToken(p.sources, hdrs, requestPath(req, hdrs))
-	if err != nil {
-		return s.deny(ctx, req, "", err)
+	if c.rule != nil {
+		rule = c.rule.Name
 	}
-	raw := cred.raw
-	v, err := s.verify(ctx, p, raw)
+	return []string{provider, rule, c.decision, string(c.reason)}
+}
+
+// check is the Check path: route → token → verify → route conditions →
+// user → allow. Each step that fails goes to deny.
+func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.CheckResponse {
+	var err error
+	if c.hdrs, err = headersOf(c.req); err != nil {
+		return s.deny(ctx, p, c, err)
+	}
+	rr := requestAttrs(c.req, c.hdrs)
+	if err := route.CheckPath(rr.Path); err != nil {
+		// Routed by the path the upstream would resolve, only to know
+		// whether a dry run covers the denial.
+		rr.Path = route.Normalize(rr.Path)
+		c.rule = p.routes.Match(&rr)
+		return s.deny(ctx, p, c, err)
+	}
+	c.rule = p.routes.Match(&rr)
+	if c.rule.Auth == route.None {
+		return s.allow(ctx, p, c)
+	}
+	if c.cred, err = extractToken(p.sources, c.hdrs, requestPath(c.req, c.hdrs)); err != nil {
+		if c.rule.Auth == route.Optional && errors.Is(err, ErrMissingToken) {
+			return s.allow(ctx, p, c)
+		}
+		return s.deny(ctx, p, c, err)
+	}
+	v, err := s.verify(ctx, p, c.cred.raw)
 	if err != nil {
-		return s.deny(ctx, req, v.provider, withToken(err, raw))
+		c.v = v // only its provider, for the log and the metrics
+		return s.deny(ctx, p, c, withToken(err, c.cred.raw))
+	}
+	c.v = v
+	ruleErr := c.rule.Check(v)
+	if ruleErr != nil && !c.rule.DryRun {
+		return s.deny(ctx, p, c, withToken(ruleErr, c.cred.raw))
 	}
 	id, err := s.opts.Users.Login(ctx, store.Login{
 		Provider: v.provider,
@@ -180,20 +247,35 @@ func (s *Server) check(ctx context.Context, p *policy, req *authv3.CheckRequest)
 		At:       s.opts.Now(),
 	})
 	if err != nil {
-		return s.deny(ctx, req, v.provider, withToken(errors.Join(errStore, err), raw))
+		return s.deny(ctx, p, c, withToken(errors.Join(errStore, err), c.cred.raw))
 	}
-	if !id.Active {
-		return s.deny(ctx, req, v.provider, withToken(errInactive, raw))
-	}
+	c.id = &id
 	if m := s.opts.Metrics; m != nil && id.New {
 		m.usersCreated.Inc()
 	}
-	if s.opts.Logger.Enabled(ctx, slog.LevelDebug) {
-		s.opts.Logger.DebugContext(ctx, "check allowed",
-			"provider", v.provider, "user", v.username, "new_user", id.New,
-			"request_id", requestID(req), "token_sha256", Fingerprint(raw))
+	if !id.Active {
+		return s.deny(ctx, p, c, withToken(errInactive, c.cred.raw))
 	}
-	return p.allow(hdrs, v, id, cred.query), v.provider, ReasonOK
+	if ruleErr != nil {
+		return s.deny(ctx, p, c, withToken(ruleErr, c.cred.raw))
+	}
+	return s.allow(ctx, p, c)
+}
+
+// allow answers an allowed Check: with the user's identity when the token
+// was verified and its user is known, anonymous otherwise.
+func (s *Server) allow(ctx context.Context, p *policy, c *checkState) *authv3.CheckResponse {
+	c.decision, c.reason = "allow", ReasonOK
+	if s.opts.Logger.Enabled(ctx, slog.LevelDebug) {
+		attrs := []any{"route", c.rule.Name, "request_id", requestID(c.req)}
+		if c.id != nil {
+			attrs = append(attrs, "provider", c.v.provider, "user", c.v.username, "new_user", c.id.New, "token_sha256", Fingerprint(c.cred.raw))
+		} else {
+			attrs = append(attrs, "anonymous", true)
+		}
+		s.opts.Logger.DebugContext(ctx, "check allowed", attrs...)
+	}
+	return p.allow(c, "")
 }
 
 // verify returns the token's verification, from the cache when it holds a
@@ -230,28 +312,56 @@ func (s *Server) verify(ctx context.Context, p *policy, raw string) (*verified, 
 			v.claims[ch.Claim] = val
 		}
 	}
+	if p.needScopes {
+		v.scopes = route.ParseScopes(res.Claims["scope"], res.Claims["scp"])
+	}
+	for _, path := range p.claimPaths {
+		if val, ok := token.Lookup(res.Claims, path); ok {
+			if v.ruleClaims == nil {
+				v.ruleClaims = make(map[string]any, len(p.claimPaths))
+			}
+			v.ruleClaims[path] = val
+		}
+	}
 	if p.cache != nil {
 		p.cache.put(&key, v, s.opts.Now())
 	}
 	return v, nil
 }
 
-// deny answers a failed Check and logs it. provider is the provider the
-// token was routed to, if any.
-func (s *Server) deny(ctx context.Context, req *authv3.CheckRequest, provider string, err error) (*authv3.CheckResponse, string, Reason) {
+// deny answers a failed Check and logs it: a denial, or, on a route in
+// dry run, an allow that says what would have been denied.
+func (s *Server) deny(ctx context.Context, p *policy, c *checkState, err error) *authv3.CheckResponse {
 	d := Deny(err)
+	c.decision, c.reason = "deny", d.Reason
+	dryRun := c.rule != nil && c.rule.DryRun
+	level, msg := d.Level, "check denied"
+	if dryRun {
+		c.decision = "dry_run_deny"
+		level, msg = slog.LevelInfo, "check allowed in dry run"
+	}
 	raw, given := givenToken(err)
-	if s.opts.Logger.Enabled(ctx, d.Level) {
-		attrs := []any{"reason", string(d.Reason), "request_id", requestID(req), "err", err}
-		if provider != "" {
-			attrs = append(attrs, "provider", provider)
+	if s.opts.Logger.Enabled(ctx, level) {
+		attrs := []any{"reason", string(d.Reason), "decision", c.decision, "request_id", requestID(c.req), "err", err}
+		if c.rule != nil {
+			attrs = append(attrs, "route", c.rule.Name)
+		}
+		if c.v != nil && c.v.provider != "" {
+			attrs = append(attrs, "provider", c.v.provider)
 		}
 		if raw != "" {
 			attrs = append(attrs, "token_sha256", Fingerprint(raw))
 		}
-		s.opts.Logger.Log(ctx, d.Level, "check denied", attrs...)
+		s.opts.Logger.Log(ctx, level, msg, attrs...)
 	}
-	return s.denied(d, err.Error(), given), provider, d.Reason
+	if dryRun {
+		return p.allow(c, d.Reason)
+	}
+	resp := s.denied(d, err, given)
+	if c.rule != nil { // for access logs, as on allows
+		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{"route": p.routeValues[c.rule]}}
+	}
+	return resp
 }
 
 // Fingerprint names a token in logs without revealing it: the first 12 hex
@@ -268,6 +378,33 @@ func requestPath(req *authv3.CheckRequest, h requestHeaders) string {
 		return p
 	}
 	if vals := h.values(":path"); len(vals) == 1 {
+		return vals[0]
+	}
+	return ""
+}
+
+// requestAttrs is what routes match on: the host (attributes or
+// :authority), the method, the path without its query, and the
+// context_extensions of Envoy's per-route ExtAuthzPerRoute.
+func requestAttrs(req *authv3.CheckRequest, h requestHeaders) route.Request {
+	http := req.GetAttributes().GetRequest().GetHttp()
+	r := route.Request{
+		Host:              http.GetHost(),
+		Method:            http.GetMethod(),
+		ContextExtensions: req.GetAttributes().GetContextExtensions(),
+	}
+	if r.Host == "" {
+		r.Host = firstValue(h, ":authority")
+	}
+	if r.Method == "" {
+		r.Method = firstValue(h, ":method")
+	}
+	r.Path, _, _ = strings.Cut(requestPath(req, h), "?")
+	return r
+}
+
+func firstValue(h requestHeaders, name string) string {
+	if vals := h.values(name); len(vals) > 0 {
 		return vals[0]
 	}
 	return ""

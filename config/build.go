@@ -195,7 +195,11 @@ func (ps *Providers) RefreshOnce(ctx context.Context) error {
 }
 
 // Policy is the Check policy of cfg, over its built providers.
-func Policy(cfg *Config, ps *Providers) *authz.Policy {
+func Policy(cfg *Config, ps *Providers) (*authz.Policy, error) {
+	routes, err := Routes(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ih := cfg.IdentityHeaders
 	return &authz.Policy{
 		Verifier: ps.Router,
@@ -206,8 +210,9 @@ func Policy(cfg *Config, ps *Providers) *authz.Policy {
 		Providers:            ps.Names,
 		ForwardAuthorization: cfg.ForwardAuthorization,
 		TokenSources:         tokenSources(cfg.TokenSources),
+		Routes:               routes,
 		CacheMaxEntries:      cfg.Cache.MaxEntries,
-	}
+	}, nil
 }
 
 func tokenSources(srcs []TokenSource) []authz.TokenSource {

@@ -34,6 +34,8 @@ type Config struct {
 	IdentityHeaders      IdentityHeaders `yaml:"identity_headers"`
 	ForwardAuthorization bool            `yaml:"forward_authorization"`
 	TokenSources         []TokenSource   `yaml:"token_sources"`
+	Routes               []Route         `yaml:"routes"`
+	DefaultRoute         DefaultRoute    `yaml:"default_route"`
 }
 
 // TokenSource is one entry of token_sources: a header (with an optional
@@ -339,6 +341,7 @@ func (c *Config) Validate() error {
 		add("identity_headers.strip_prefix", "%q is not a lowercase header name prefix", p)
 	}
 	errs = append(errs, validateTokenSources(c.TokenSources)...)
+	errs = append(errs, c.validateRoutes()...)
 	if len(c.Providers) == 0 {
 		add("providers", "at least one provider is required")
 	}

@@ -54,6 +54,45 @@ func TestParseConfigTokenSources(t *testing.T) {
 	}
 }
 
+func TestRoutesBuild(t *testing.T) {
+	cfg, err := Parse([]byte(`
+routes:
+  - name: health
+    match: {paths: [/healthz]}
+    auth: none
+  - name: orders-read
+    match: {methods: [GET, HEAD], path_prefixes: [/api/orders]}
+    require: {scopes: ["orders:read"]}
+  - name: admin
+    match: {hosts: [admin.example.com, "*.admin.example.com"], path_regex: "/v[0-9]+/.*"}
+    require:
+      claims: {realm_access.roles: [admin, ops], level: 2, team: {name: core}}
+      providers: [default]
+    mode: dry_run
+  - name: envoy
+    match: {context_extensions: {route: billing}}
+default_route: {auth: optional}
+providers: [{pem_files: [k]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := Routes(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(table.Names(), ","); got != "health,orders-read,admin,envoy,default" {
+		t.Errorf("routes = %s", got)
+	}
+	rules := table.Rules()
+	if r := rules[2]; !r.DryRun || len(r.Require.Claims) != 3 || r.Require.Claims[0].Path != "level" || r.Require.Claims[2].Path != "team.name" {
+		t.Errorf("admin rule = %+v, want dry run with claims level, realm_access.roles, team.name", r)
+	}
+	if r := rules[4]; r.Auth.String() != "optional" {
+		t.Errorf("default rule auth = %v, want optional", r.Auth)
+	}
+}
+
 func TestParseConfigErrorsNameTheKey(t *testing.T) {
 	tests := []struct {
 		name, doc string
@@ -108,6 +147,23 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"token source header not lowercase", "token_sources: [{header: X-Token}]\nproviders: [{pem_files: [k]}]", []string{`token_sources[0].header: "X-Token" is not a lowercase HTTP header name`}},
 		{"token source repeated", "token_sources: [{query: t}, {query: t}]\nproviders: [{pem_files: [k]}]", []string{"token_sources[1]: repeats an earlier source"}},
 		{"unknown token source key", "token_sources: [{param: t}]\nproviders: [{pem_files: [k]}]", []string{`unknown key "token_sources[0].param"`}},
+		{"route name", "routes: [{name: Health}]\nproviders: [{pem_files: [k]}]", []string{`line 1: routes[0].name: "Health" must match [a-z0-9-]+`}},
+		{"route name default", "routes: [{name: default}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].name: "default" names default_route`}},
+		{"route names unique", "routes: [{name: a}, {name: a}]\nproviders: [{pem_files: [k]}]", []string{`routes[1].name: "a" is used by another route`}},
+		{"route regex", "routes:\n  - name: a\n    match: {path_regex: '(x'}\nproviders: [{pem_files: [k]}]", []string{"line 3: routes[0].match.path_regex: not an RE2 regular expression"}},
+		{"route unknown match key", "routes:\n  - name: a\n    match:\n      prefix: /x\nproviders: [{pem_files: [k]}]", []string{`line 4: unknown key "routes[0].match.prefix"`}},
+		{"route unknown key", "routes: [{name: a, scopes: [x]}]\nproviders: [{pem_files: [k]}]", []string{`unknown key "routes[0].scopes"`}},
+		{"route auth", "routes: [{name: a, auth: maybe}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].auth: "maybe" is not required, optional or none`}},
+		{"route mode", "routes: [{name: a, mode: audit}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].mode: "audit" is not enforce or dry_run`}},
+		{"route require with auth none", "routes: [{name: a, auth: none, require: {scopes: [x]}}]\nproviders: [{pem_files: [k]}]", []string{"routes[0].require: is set but auth is none"}},
+		{"route unknown provider", "routes: [{name: a, require: {providers: [corp]}}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].require.providers[0]: "corp" is not a configured provider (default)`}},
+		{"route claim value", "routes: [{name: a, require: {claims: {roles: [[a]]}}}]\nproviders: [{pem_files: [k]}]", []string{"routes[0].require.claims: require.claims.roles: want a string, number or boolean"}},
+		{"route host", "routes: [{name: a, match: {hosts: ['API.example.com:443']}}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].match.hosts[0]: "API.example.com:443" is not a lowercase host name`}},
+		{"route method", "routes: [{name: a, match: {methods: [get]}}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].match.methods[0]: "get" is not an uppercase HTTP method`}},
+		{"route path not normal", "routes: [{name: a, match: {path_prefixes: [/public/../x]}}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].match.path_prefixes[0]: "/public/../x" is not a path in normal form`}},
+		{"route path with query", "routes: [{name: a, match: {paths: ['/x?y=1']}}]\nproviders: [{pem_files: [k]}]", []string{`routes[0].match.paths[0]`}},
+		{"default_route dry run misspelled", "default_route: {mode: dryrun}\nproviders: [{pem_files: [k]}]", []string{`default_route.mode: "dryrun" is not enforce or dry_run`}},
+		{"default_route has no name", "default_route: {name: x}\nproviders: [{pem_files: [k]}]", []string{`unknown key "default_route.name"`}},
 		{"etcd password without username", "store: {backend: etcd, etcd: {endpoints: ['etcd:2379'], password_file: pw}}\nproviders: [{pem_files: [k]}]", []string{"store.etcd.username: is required with password_file"}},
 	}
 	for _, tc := range tests {

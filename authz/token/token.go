@@ -331,7 +331,10 @@ func (v *Verifier) classifyClaims(c jwt.MapClaims, err error) error {
 	return fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
-// Lookup returns the claim at a dotted path, e.g. "realm_access.roles".
+// Lookup returns the claim at a dotted path through nested objects, e.g.
+// "realm_access.roles". A top-level claim whose name itself contains dots
+// is never read for a path: it would let a token choose a value the path's
+// nested claim does not have.
 func Lookup(claims map[string]any, path string) (any, bool) {
 	var cur any = claims
 	for {
@@ -340,9 +343,6 @@ func Lookup(claims map[string]any, path string) (any, bool) {
 			return nil, false
 		}
 		head, rest, more := strings.Cut(path, ".")
-		if v, ok := m[path]; ok {
-			return v, true // a claim whose name itself contains dots
-		}
 		if cur, ok = m[head]; !ok || !more {
 			return cur, ok
 		}

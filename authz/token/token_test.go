@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 )
@@ -17,6 +18,9 @@ func TestLookup(t *testing.T) {
 		"email":        "a@example.com",
 		"realm_access": map[string]any{"roles": []any{"x", "y"}},
 		"dotted.name":  "literal",
+		// A flat claim named like a nested path must never stand in for it.
+		"realm_access.roles": "ops",
+		"other.roles":        "ops",
 	}
 	tests := []struct {
 		path   string
@@ -25,7 +29,8 @@ func TestLookup(t *testing.T) {
 	}{
 		{"email", "a@example.com", true},
 		{"realm_access.roles", []any{"x", "y"}, true},
-		{"dotted.name", "literal", true},
+		{"dotted.name", nil, false},
+		{"other.roles", nil, false},
 		{"realm_access.missing", nil, false},
 		{"email.deeper", nil, false},
 		{"absent", nil, false},
@@ -36,10 +41,8 @@ func TestLookup(t *testing.T) {
 			if ok != tc.wantOK {
 				t.Fatalf("Lookup(%q) ok = %v, want %v", tc.path, ok, tc.wantOK)
 			}
-			if ok {
-				if s, isStr := tc.want.(string); isStr && got != s {
-					t.Errorf("Lookup(%q) = %v, want %v", tc.path, got, tc.want)
-				}
+			if !cmp.Equal(got, tc.want) {
+				t.Errorf("Lookup(%q) = %v, want %v", tc.path, got, tc.want)
 			}
 		})
 	}

@@ -123,7 +123,11 @@ providers:
 		return 0, err
 	}
 	defer db.Close()
-	srv := authz.New(authz.Options{Users: db}, config.Policy(cfg, provs))
+	policy, err := config.Policy(cfg, provs)
+	if err != nil {
+		return 0, err
+	}
+	srv := authz.New(authz.Options{Users: db}, policy)
 	for pass := range 2 {
 		if err := checkAll(srv, reqs); err != nil {
 			return 0, fmt.Errorf("pass %d: %w", pass+1, err)

@@ -36,8 +36,11 @@ type checkOptions struct {
 	Method  string   // default GET
 	Path    string   // default /
 	Host    string   // :authority; default Addr's host, or example.com
-	ID      string   // Envoy's stream ID; default random
-	Now     time.Time
+	// ContextExtensions are the pairs of Envoy's per-route
+	// ExtAuthzPerRoute.check_settings.
+	ContextExtensions map[string]string
+	ID                string // Envoy's stream ID; default random
+	Now               time.Time
 }
 
 // Socket addresses put in attributes.source and .destination: a client on
@@ -59,7 +62,8 @@ func runCheck(ctx context.Context, env *cliEnv, args []string) error {
 	fs.StringVar(&o.Addr, "addr", "", "ext_authz gRPC address HOST:PORT (plaintext, as Envoy calls a local cluster)")
 	fs.StringVar(&o.Token, "token", "", "bearer token, sent as the authorization header")
 	fs.Var(&headers, "header", "request header 'name: value', repeatable (name lowercased, value trimmed)")
-	var cookies stringList
+	var cookies, exts stringList
+	fs.Var(&exts, "context-extension", "context extension 'key=value' of Envoy's per-route ExtAuthzPerRoute, repeatable")
 	fs.Var(&cookies, "cookie", "cookie 'name=value', repeatable; all go in one cookie header, as a browser sends them")
 	fs.StringVar(&o.Method, "method", "GET", "HTTP method")
 	fs.StringVar(&o.Path, "path", "/", "HTTP path, with any query string")
@@ -80,6 +84,16 @@ func runCheck(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	o.Headers = headers
 	o.Cookies = cookies
+	for _, kv := range exts {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return &exitError{code: 2, err: fmt.Errorf("check: --context-extension %q: want key=value", kv)}
+		}
+		if o.ContextExtensions == nil {
+			o.ContextExtensions = map[string]string{}
+		}
+		o.ContextExtensions[k] = v
+	}
 
 	req, err := newCheckRequest(o)
 	if err != nil {
@@ -201,8 +215,9 @@ func newCheckRequest(o checkOptions) (*authv3.CheckRequest, error) {
 
 	return &authv3.CheckRequest{
 		Attributes: &authv3.AttributeContext{
-			Source:      checkPeer(checkSourceIP, checkSourcePort),
-			Destination: checkPeer(checkDestinationIP, checkDestinationPort),
+			ContextExtensions: o.ContextExtensions,
+			Source:            checkPeer(checkSourceIP, checkSourcePort),
+			Destination:       checkPeer(checkDestinationIP, checkDestinationPort),
 			Request: &authv3.AttributeContext_Request{
 				Time: timestamppb.New(now),
 				Http: &authv3.AttributeContext_HttpRequest{
@@ -272,6 +287,9 @@ func printCheckResponse(w io.Writer, resp *authv3.CheckResponse) {
 		decision = "deny"
 	}
 	fmt.Fprintf(w, "decision: %s\n", decision)
+	if r := resp.GetDynamicMetadata().GetFields()["route"].GetStringValue(); r != "" {
+		fmt.Fprintf(w, "route: %s\n", r)
+	}
 	statusLine := code.Code(st.GetCode()).String()
 	if st.GetMessage() != "" {
 		statusLine += ": " + st.GetMessage()

@@ -258,6 +258,18 @@ func TestCheckRequestShape(t *testing.T) {
 			}),
 		},
 		{
+			name: "context extensions",
+			args: []string{"--context-extension", "route=billing", "--context-extension", "tier=gold=x"},
+			want: func() *authv3.CheckRequest {
+				r := want("GET", "/", "127.0.0.1", map[string]string{
+					":method": "GET", ":path": "/", ":authority": "127.0.0.1", ":scheme": "http",
+					"x-forwarded-proto": "http",
+				})
+				r.Attributes.ContextExtensions = map[string]string{"route": "billing", "tier": "gold=x"}
+				return r
+			}(),
+		},
+		{
 			name: "cookies in one header",
 			args: []string{"--cookie", "access_token=eyJ.a.b", "--cookie", "theme=dark"},
 			want: want("GET", "/", "127.0.0.1", map[string]string{
@@ -396,6 +408,15 @@ func TestCheckPrintResponse(t *testing.T) {
 			name: "no status is OK",
 			resp: &authv3.CheckResponse{},
 			want: "decision: allow\ngrpc status: OK\n",
+		},
+		{
+			name: "the route that matched",
+			resp: &authv3.CheckResponse{
+				Status:          &rpcstatus.Status{Code: int32(codes.PermissionDenied)},
+				DynamicMetadata: mustStruct(t, map[string]any{"route": "orders-write"}),
+				HttpResponse:    &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: 403}}},
+			},
+			want: "decision: deny\nroute: orders-write\ngrpc status: PERMISSION_DENIED\nhttp status: 403\ndynamic metadata: {\"route\":\"orders-write\"}\n",
 		},
 		{
 			name: "deny without denied_response",

@@ -158,6 +158,10 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	policy, err := config.Policy(cfg, provs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	db, err := config.OpenStore(cfg, o.logger)
 	if err != nil {
 		return nil, err
@@ -208,7 +212,7 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 		Now:     o.now,
 		Logger:  o.logger,
 		Metrics: metrics,
-	}, config.Policy(cfg, provs)))
+	}, policy))
 	healthpb.RegisterHealthServer(svc.grpc, svc.health)
 	reflection.Register(svc.grpc)
 	svc.setServing(false)

@@ -149,8 +149,8 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	_, metrics := httpGet(t, "http://"+httpAddr+"/metrics")
 	for _, want := range []string{
-		`jwtauthz_checks_total{decision="allow",provider="default",reason="ok"} 2`,
-		`jwtauthz_checks_total{decision="deny",provider="none",reason="missing_token"} 1`,
+		`jwtauthz_checks_total{decision="allow",provider="default",reason="ok",route="default"} 2`,
+		`jwtauthz_checks_total{decision="deny",provider="none",reason="missing_token",route="default"} 1`,
 		`jwtauthz_users_created_total 1`,
 		`jwtauthz_check_duration_seconds_count 3`,
 		`jwtauthz_serving 1`,

@@ -1,0 +1,215 @@
+package route
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func mustCompile(t testing.TB, specs []Spec, def Rule) *Table {
+	t.Helper()
+	tb, err := Compile(specs, def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func TestMatch(t *testing.T) {
+	specs := []Spec{
+		{Rule: Rule{Name: "health", Auth: None}, Match: Match{Paths: []string{"/healthz"}}},
+		{Rule: Rule{Name: "admin-host"}, Match: Match{Hosts: []string{"admin.example.com"}}},
+		{Rule: Rule{Name: "wildcard-host"}, Match: Match{Hosts: []string{"*.internal.example.com"}, PathPrefixes: []string{"/"}}},
+		{Rule: Rule{Name: "orders-read"}, Match: Match{Methods: []string{"GET", "HEAD"}, PathPrefixes: []string{"/api/orders"}}},
+		{Rule: Rule{Name: "orders-write"}, Match: Match{PathPrefixes: []string{"/api/orders/"}}},
+		{Rule: Rule{Name: "versioned"}, Match: Match{PathRegex: `/api/v[0-9]+/items`}},
+		{Rule: Rule{Name: "envoy-route"}, Match: Match{ContextExtensions: map[string]string{"route": "billing", "tier": "gold"}}},
+		{Rule: Rule{Name: "catch-static"}, Match: Match{PathPrefixes: []string{"/static/"}}},
+	}
+	tb := mustCompile(t, specs, Rule{})
+	tests := []struct {
+		name string
+		req  Request
+		want string
+	}{
+		{"exact path", Request{Method: "GET", Path: "/healthz"}, "health"},
+		{"exact path, not a prefix", Request{Method: "GET", Path: "/healthz/x"}, DefaultName},
+		{"exact host, any case and port", Request{Host: "Admin.Example.com:8443", Method: "POST", Path: "/x"}, "admin-host"},
+		{"wildcard host", Request{Host: "a.b.internal.example.com", Method: "GET", Path: "/x"}, "wildcard-host"},
+		{"wildcard does not match the bare domain", Request{Host: "internal.example.com", Method: "GET", Path: "/x"}, DefaultName},
+		{"method and prefix", Request{Method: "GET", Path: "/api/orders"}, "orders-read"},
+		{"prefix below", Request{Method: "HEAD", Path: "/api/orders/42"}, "orders-read"},
+		{"prefix is segment-aware", Request{Method: "GET", Path: "/api/ordersx"}, DefaultName},
+		{"other method falls through to the next route", Request{Method: "POST", Path: "/api/orders/42"}, "orders-write"},
+		{"trailing-slash prefix holds the bare path", Request{Method: "POST", Path: "/api/orders"}, "orders-write"},
+		{"whole-path regex", Request{Method: "GET", Path: "/api/v12/items"}, "versioned"},
+		{"regex is anchored", Request{Method: "GET", Path: "/x/api/v1/items/y"}, DefaultName},
+		{"context extensions all present", Request{Method: "GET", Path: "/y", ContextExtensions: map[string]string{"route": "billing", "tier": "gold", "x": "1"}}, "envoy-route"},
+		{"context extensions one missing", Request{Method: "GET", Path: "/y", ContextExtensions: map[string]string{"route": "billing"}}, DefaultName},
+		{"context extensions other value", Request{Method: "GET", Path: "/y", ContextExtensions: map[string]string{"route": "billing", "tier": "silver"}}, DefaultName},
+		{"first match wins", Request{Host: "admin.example.com", Method: "GET", Path: "/healthz"}, "health"},
+		{"default", Request{Method: "GET", Path: "/other"}, DefaultName},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tb.Match(&tt.req).Name; got != tt.want {
+				t.Errorf("Match(%+v) = %q, want %q", tt.req, got, tt.want)
+			}
+		})
+	}
+	if got := tb.Names(); strings.Join(got, ",") != "health,admin-host,wildcard-host,orders-read,orders-write,versioned,envoy-route,catch-static,default" {
+		t.Errorf("Names = %v", got)
+	}
+}
+
+func TestMatchAllocatesNothing(t *testing.T) {
+	tb := mustCompile(t, []Spec{
+		{Rule: Rule{Name: "a"}, Match: Match{Hosts: []string{"*.example.com"}, PathRegex: `/v[0-9]+/x`}},
+		{Rule: Rule{Name: "b"}, Match: Match{Methods: []string{"POST"}, PathPrefixes: []string{"/b"}}},
+	}, Rule{})
+	req := Request{Host: "api.example.com:443", Method: "GET", Path: "/v2/x"}
+	if n := testing.AllocsPerRun(100, func() { tb.Match(&req) }); n != 0 {
+		t.Errorf("Match allocates %v times per call, want 0", n)
+	}
+}
+
+func TestCompileRefusesBadRegex(t *testing.T) {
+	_, err := Compile([]Spec{{Rule: Rule{Name: "x"}, Match: Match{PathRegex: "(unclosed"}}}, Rule{})
+	if err == nil || !strings.Contains(err.Error(), "routes[0] (x): path_regex") {
+		t.Errorf("Compile = %v, want an error naming routes[0] (x): path_regex", err)
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	good := []string{"", "/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/b..", "/.well-known/x", "/a%20b", "/a%3Fb", "/a%25b", "/~user"}
+	for _, p := range good {
+		if err := CheckPath(p); err != nil {
+			t.Errorf("CheckPath(%q) = %v, want nil", p, err)
+		}
+	}
+	bad := []string{
+		"a", "*", "//", "/a//b", "//a", "/.", "/./a", "/a/.", "/a/./b", "/..", "/a/..", "/a/../b",
+		"/a%2fb", "/a%2Fb", "/a%5cb", "/a%5Cb", "/a%2eb", "/a%2E%2E/b", "/%2e%2e/admin", "/a\\b",
+		"/p%75blic", "/a%7E", "/a%", "/a%2", "/a%zz",
+	}
+	for _, p := range bad {
+		if err := CheckPath(p); !errors.Is(err, ErrBadPath) {
+			t.Errorf("CheckPath(%q) = %v, want ErrBadPath", p, err)
+		}
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	tests := map[string]string{
+		"/public/../admin":      "/admin",
+		"/public/%2e%2e/admin":  "/admin",
+		"/public%2f..%2fadmin":  "/admin",
+		"/public\\..\\admin":    "/admin",
+		"//a///b/":              "/a/b/",
+		"/a/./b/.":              "/a/b/",
+		"/../../x":              "/x",
+		"/p%75blic/x":           "/public/x",
+		"/already/normal":       "/already/normal",
+		"/a%20b":                "/a%20b",
+		"/api/orders/..":        "/api/",
+		"/api/orders/../../etc": "/etc",
+	}
+	for in, want := range tests {
+		if got := Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRequire(t *testing.T) {
+	rule := Rule{Name: "r", Require: Require{
+		Scopes:    []string{"orders:write"},
+		Claims:    []ClaimCondition{{Path: "realm_access.roles", Accept: []any{"admin", "ops"}}, {Path: "level", Accept: []any{2}}},
+		Providers: []string{"corp"},
+	}}
+	if err := rule.Require.compile(); err != nil {
+		t.Fatal(err)
+	}
+	ok := fakeToken{provider: "corp", scopes: []string{"orders:read", "orders:write"}, claims: map[string]any{
+		"realm_access.roles": []any{"dev", "ops"}, "level": json.Number("2.0"),
+	}}
+	if err := rule.Check(ok); err != nil {
+		t.Errorf("Check(all held) = %v, want nil", err)
+	}
+	tests := []struct {
+		name    string
+		mod     func(t *fakeToken)
+		wantErr error
+		want    string
+	}{
+		{"other provider", func(t *fakeToken) { t.provider = "partner" }, ErrForbidden, `providers ["corp"]`},
+		{"scope missing", func(t *fakeToken) { t.scopes = []string{"orders:read"} }, ErrInsufficientScope, "lacks orders:write"},
+		{"claim not among the accepted", func(t *fakeToken) { t.claims = map[string]any{"realm_access.roles": []any{"dev"}, "level": json.Number("2")} }, ErrForbidden, `claim "realm_access.roles"`},
+		{"claim absent", func(t *fakeToken) { t.claims = map[string]any{"level": json.Number("2")} }, ErrForbidden, `claim "realm_access.roles"`},
+		{"number is not a string", func(t *fakeToken) { t.claims = map[string]any{"realm_access.roles": "admin", "level": "2"} }, ErrForbidden, `claim "level"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := ok
+			tt.mod(&tok)
+			err := rule.Check(tok)
+			if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Check = %v, want %v naming %q", err, tt.wantErr, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseScopes(t *testing.T) {
+	got := ParseScopes("a b  c", []any{"d", 1, "e"})
+	if strings.Join(got, ",") != "a,b,c,d,e" {
+		t.Errorf("ParseScopes = %q", got)
+	}
+	if got := ParseScopes(nil, "x y"); strings.Join(got, ",") != "x,y" {
+		t.Errorf("ParseScopes(scp string) = %q", got)
+	}
+}
+
+// fakeToken is a verified token's view, as the Check path gives it.
+type fakeToken struct {
+	provider string
+	scopes   []string
+	claims   map[string]any // by dotted path
+}
+
+func (f fakeToken) Provider() string { return f.provider }
+func (f fakeToken) Scopes() []string { return f.scopes }
+func (f fakeToken) Claim(p string) (any, bool) {
+	v, ok := f.claims[p]
+	return v, ok
+}
+
+// BenchmarkMatch100 matches a request that none of 100 mixed routes
+// takes, so all are evaluated: the worst case of a table that size.
+func BenchmarkMatch100(b *testing.B) {
+	specs := make([]Spec, 100)
+	for i := range specs {
+		var m Match
+		switch i % 4 {
+		case 0:
+			m.PathPrefixes = []string{"/svc" + strings.Repeat("x", i%7), "/api/v1/svc" + strings.Repeat("y", i%5)}
+		case 1:
+			m.PathRegex = `/api/v[0-9]+/items` + strings.Repeat("z", 1+i%9) + `/[a-z0-9-]+`
+		case 2:
+			m.Hosts = []string{"svc.example.com", "*.svc.example.net"}
+		case 3:
+			m.Methods = []string{"POST", "PUT"}
+			m.PathPrefixes = []string{"/api"}
+		}
+		specs[i] = Spec{Rule: Rule{Name: "r"}, Match: m}
+	}
+	tb := mustCompile(b, specs, Rule{})
+	req := Request{Host: "api.example.com:443", Method: "GET", Path: "/api/v1/items/42"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if tb.Match(&req).Name != DefaultName {
+			b.Fatal("matched")
+		}
+	}
+}
