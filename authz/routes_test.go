@@ -108,7 +108,9 @@ func TestRoutes(t *testing.T) {
 	partner := f.token(t, "pat", jwt.MapClaims{"iss": partnerIssuer})
 	gold := f.token(t, "goldie", jwt.MapClaims{"tier": "gold"})
 	expired := mint(t, f.key, f.dflt, jwt.MapClaims{"username": "old", "exp": now.Add(-time.Hour).Unix()}, nil)
-	bearerOf := func(tok string) map[string]string { return map[string]string{"authorization": "Bearer " + tok, "x-auth-user": "spoofed"} }
+	bearerOf := func(tok string) map[string]string {
+		return map[string]string{"authorization": "Bearer " + tok, "x-auth-user": "spoofed"}
+	}
 
 	tests := []struct {
 		name      string

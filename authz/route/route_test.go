@@ -145,7 +145,9 @@ func TestRequire(t *testing.T) {
 	}{
 		{"other provider", func(t *fakeToken) { t.provider = "partner" }, ErrForbidden, `providers ["corp"]`},
 		{"scope missing", func(t *fakeToken) { t.scopes = []string{"orders:read"} }, ErrInsufficientScope, "lacks orders:write"},
-		{"claim not among the accepted", func(t *fakeToken) { t.claims = map[string]any{"realm_access.roles": []any{"dev"}, "level": json.Number("2")} }, ErrForbidden, `claim "realm_access.roles"`},
+		{"claim not among the accepted", func(t *fakeToken) {
+			t.claims = map[string]any{"realm_access.roles": []any{"dev"}, "level": json.Number("2")}
+		}, ErrForbidden, `claim "realm_access.roles"`},
 		{"claim absent", func(t *fakeToken) { t.claims = map[string]any{"level": json.Number("2")} }, ErrForbidden, `claim "realm_access.roles"`},
 		{"number is not a string", func(t *fakeToken) { t.claims = map[string]any{"realm_access.roles": "admin", "level": "2"} }, ErrForbidden, `claim "level"`},
 	}
