@@ -1,6 +1,8 @@
 package authz
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,6 +14,8 @@ type Metrics struct {
 	duration     prometheus.Histogram
 	usersCreated prometheus.Counter
 	jwksRefresh  *prometheus.CounterVec
+	jwksSuccess  *prometheus.GaugeVec
+	jwksInterval *prometheus.GaugeVec
 	cache        *prometheus.CounterVec
 }
 
@@ -35,12 +39,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "jwtauthz_jwks_refresh_total",
 			Help: "JWK Set fetches by provider and result (success, failure).",
 		}, []string{"provider", "result"}),
+		jwksSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jwtauthz_jwks_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful JWK Set (or discovery) fetch, by provider; alert when it is older than twice the refresh interval.",
+		}, []string{"provider"}),
+		jwksInterval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jwtauthz_jwks_refresh_interval_seconds",
+			Help: "The configured JWK Set refresh interval, by provider: keys are stale once the last success is older than twice it.",
+		}, []string{"provider"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jwtauthz_token_cache_requests_total",
 			Help: "Verified-token cache lookups by result (hit, miss).",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.checks, m.duration, m.usersCreated, m.jwksRefresh, m.cache)
+	reg.MustRegister(m.checks, m.duration, m.usersCreated, m.jwksRefresh, m.jwksSuccess, m.jwksInterval, m.cache)
 	return m
 }
 
@@ -52,8 +64,21 @@ func (m *Metrics) JWKSRefreshed(provider string, err error) {
 	result := "success"
 	if err != nil {
 		result = "failure"
+	} else {
+		m.jwksSuccess.WithLabelValues(provider).SetToCurrentTime()
 	}
 	m.jwksRefresh.WithLabelValues(provider, result).Inc()
+}
+
+// JWKSProvider announces a provider whose keys come from a URL, refreshed
+// every interval. Until its first successful fetch, its last-success
+// timestamp is 0, so a set that never loads is as stale as can be.
+func (m *Metrics) JWKSProvider(provider string, interval time.Duration) {
+	if m == nil {
+		return
+	}
+	m.jwksInterval.WithLabelValues(provider).Set(interval.Seconds())
+	m.jwksSuccess.WithLabelValues(provider).Add(0)
 }
 
 // CacheRequests returns the cache counter for result (hit or miss).
@@ -86,4 +111,15 @@ func ServingGauge(serving func() bool) prometheus.Collector {
 		}
 		return 0
 	})
+}
+
+// BuildInfo reports jwtauthz_build_info: always 1, its labels the
+// version, VCS revision and Go version of the binary.
+func BuildInfo(version, revision, goVersion string) prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "jwtauthz_build_info",
+		Help: "1, labelled with the version, VCS revision and Go version jwtauthz was built with.",
+	}, []string{"version", "revision", "goversion"})
+	g.WithLabelValues(version, revision, goVersion).Set(1)
+	return g
 }

@@ -83,6 +83,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 				Logger:          o.Logger.With("provider", name),
 				OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
 			})
+			o.Metrics.JWKSProvider(name, p.JWKSRefreshInterval)
 			ps.Remotes[name] = r
 			src = r
 		}

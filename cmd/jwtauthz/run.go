@@ -25,14 +25,15 @@ type cliEnv struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":  {"run the ext_authz gRPC service", runServe},
-		"verify": {"verify one token offline with the service's configuration", runVerify},
-		"keygen": {"write a fresh signing key pair and JWK Set", runKeygen},
-		"mint":   {"print a signed JWT for tests and demos", runMint},
-		"check":  {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
-		"demo":   {"walk through the service end to end in a temporary directory", runDemo},
-		"users":  {"list, show, deactivate and activate users through the admin API", runUsers},
-		"whoami": {"serve a stand-in upstream that echoes the identity headers it receives", runWhoami},
+		"serve":   {"run the ext_authz gRPC service", runServe},
+		"verify":  {"verify one token offline with the service's configuration", runVerify},
+		"keygen":  {"write a fresh signing key pair and JWK Set", runKeygen},
+		"mint":    {"print a signed JWT for tests and demos", runMint},
+		"check":   {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
+		"demo":    {"walk through the service end to end in a temporary directory", runDemo},
+		"users":   {"list, show, deactivate and activate users through the admin API", runUsers},
+		"whoami":  {"serve a stand-in upstream that echoes the identity headers it receives", runWhoami},
+		"version": {"print the version, VCS revision and Go version", runVersion},
 	}
 }
 

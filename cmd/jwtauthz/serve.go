@@ -22,6 +22,7 @@ import (
 
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/version"
 	"github.com/jwtauthz/jwtauthz/store"
 )
 
@@ -153,6 +154,8 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := authz.NewMetrics(reg)
+	v := version.Get()
+	reg.MustRegister(authz.BuildInfo(v.Version, v.Revision, v.GoVersion))
 
 	provs, err := config.BuildProviders(cfg, config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient})
 	if err != nil {
