@@ -72,7 +72,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 			errs = append(errs, fmt.Errorf("%s.claims_schema: %w", key, err))
 			continue
 		}
-		var src KeySource = keys.NewStatic(keys.NewSet(static, 1))
+		var src KeySource = keys.NewStatic(keys.NewSet(static, 1)).WithLogger(o.Logger.With("provider", p.Name))
 		if p.JWKSURL != "" {
 			name := p.Name
 			r := keys.NewRemote(keys.RemoteOptions{

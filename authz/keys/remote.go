@@ -47,6 +47,7 @@ type Remote struct {
 	limiter *rate.Limiter
 	gen     atomic.Uint64
 	loaded  atomic.Bool
+	cut     *cutLog
 
 	mu       sync.Mutex
 	inflight chan struct{} // closed when the running fetch ends; nil when none runs
@@ -75,6 +76,7 @@ func NewRemote(opts RemoteOptions) *Remote {
 	r := &Remote{
 		opts:    opts,
 		limiter: rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
+		cut:     newCutLog(opts.Logger),
 	}
 	if len(opts.Static) > 0 {
 		r.current.Store(NewSet(opts.Static, r.gen.Add(1)))
@@ -189,14 +191,14 @@ func (r *Remote) fetch(ctx context.Context) error {
 // ctx allows; otherwise it answers ErrUnknownKID at once.
 func (r *Remote) Lookup(ctx context.Context, dst []Key, kid, alg string) ([]Key, uint64, error) {
 	set := r.Current()
-	out, gen, err := lookup(set, dst, kid, alg)
+	out, gen, err := lookup(set, r.cut, dst, kid, alg)
 	if !errors.Is(err, ErrUnknownKID) || kid == "" || set.HasKID(kid) {
 		return out, gen, err
 	}
 	if !r.joinOrStartRefresh(ctx) {
 		return out, gen, err
 	}
-	return lookup(r.Current(), dst, kid, alg)
+	return lookup(r.Current(), r.cut, dst, kid, alg)
 }
 
 // joinOrStartRefresh waits for a refresh already running, or starts one if
