@@ -1,11 +1,14 @@
 // Package keys holds a provider's verification keys: PEM public keys and
-// X.509 certificates, JWK Sets from a file or a URL, and HMAC secrets.
+// X.509 certificates, JWK Sets from a file or a URL (given, or found by
+// OpenID Connect Discovery), and HMAC secrets.
 //
 // A Set is an immutable snapshot; sources swap in a new Set when their keys
 // change, so the Check path reads keys without locks.
 package keys
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -40,6 +43,19 @@ type Key struct {
 	ID     string // the kid; "" for keys that carry none (PEM, certificates, HMAC)
 	Alg    string // the JWK's alg member; "" when it names none
 	Public any    // *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey or []byte (HMAC)
+}
+
+// equal reports whether k and o are the same key with the same kid and alg.
+func (k Key) equal(o Key) bool {
+	if k.ID != o.ID || k.Alg != o.Alg {
+		return false
+	}
+	if b, ok := k.Public.([]byte); ok {
+		ob, ok := o.Public.([]byte)
+		return ok && bytes.Equal(b, ob)
+	}
+	e, ok := k.Public.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && e.Equal(o.Public)
 }
 
 // Set is an immutable snapshot of a provider's keys.
@@ -80,6 +96,19 @@ func (s *Set) HasKID(kid string) bool {
 	}
 	_, ok := s.byKID[kid]
 	return ok
+}
+
+// sameKeys reports whether s holds exactly keys, in that order.
+func (s *Set) sameKeys(keys []Key) bool {
+	if s == nil || len(s.all) != len(keys) {
+		return false
+	}
+	for i := range keys {
+		if !s.all[i].equal(keys[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Candidates appends to dst the keys that may verify a token with the given
