@@ -49,7 +49,8 @@ func (o *BuildOptions) defaults() {
 
 // BuildProviders reads every provider's key files and schema and builds
 // its verifier. Errors name the config key and the file. Remote key sources
-// fetch nothing until Run or RefreshOnce.
+// (jwks_url, or discovery's jwks_uri) fetch nothing until Run or
+// RefreshOnce.
 func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 	o.defaults()
 	ps := &Providers{
@@ -72,15 +73,17 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 			errs = append(errs, fmt.Errorf("%s.claims_schema: %w", key, err))
 			continue
 		}
-		var src KeySource = keys.NewStatic(keys.NewSet(static, 1))
-		if p.JWKSURL != "" {
+		logger := o.Logger.With("provider", p.Name)
+		var src KeySource = keys.NewStatic(keys.NewSet(static, 1)).WithLogger(logger)
+		if p.JWKSURL != "" || p.Discovery {
 			name := p.Name
 			r := keys.NewRemote(keys.RemoteOptions{
 				URL:             p.JWKSURL,
+				DiscoveryIssuer: discoveryIssuer(p),
 				Static:          static,
 				RefreshInterval: p.JWKSRefreshInterval,
 				Client:          o.HTTPClient,
-				Logger:          o.Logger.With("provider", name),
+				Logger:          logger,
 				OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
 			})
 			o.Metrics.JWKSProvider(name, p.JWKSRefreshInterval)
@@ -156,6 +159,15 @@ func readStaticKeys(p *Provider, key string, logger *slog.Logger) ([]keys.Key, e
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// discoveryIssuer is the issuer whose discovery document names the JWK
+// Set, or "" when the provider does not use discovery.
+func discoveryIssuer(p *Provider) string {
+	if !p.Discovery {
+		return ""
+	}
+	return p.Issuer
 }
 
 func anyFits(ks []keys.Key, algs []string) bool {

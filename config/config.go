@@ -100,6 +100,7 @@ type Provider struct {
 	HMACSecretFile      string            `yaml:"hmac_secret_file"`
 	JWKSFile            string            `yaml:"jwks_file"`
 	JWKSURL             string            `yaml:"jwks_url"`
+	Discovery           bool              `yaml:"discovery"`
 	JWKSRefreshInterval time.Duration     `yaml:"jwks_refresh_interval"`
 	Leeway              time.Duration     `yaml:"leeway"`
 	ClaimsSchema        string            `yaml:"claims_schema"`
@@ -486,15 +487,16 @@ func (p *Provider) validate(key string) []error {
 	if p.HMACSecretFile != "" && !hasHS {
 		add("hmac_secret_file", "is set but algorithms allows no HS256/384/512")
 	}
-	if len(p.PEMFiles) == 0 && p.JWKSFile == "" && p.JWKSURL == "" && p.HMACSecretFile == "" {
-		add("pem_files", "a provider needs keys: set pem_files, jwks_file, jwks_url or hmac_secret_file")
+	if len(p.PEMFiles) == 0 && p.JWKSFile == "" && p.JWKSURL == "" && p.HMACSecretFile == "" && !p.Discovery {
+		add("pem_files", "a provider needs keys: set pem_files, jwks_file, jwks_url, discovery or hmac_secret_file")
 	}
-	if (len(p.PEMFiles) > 0 || p.JWKSFile != "" || p.JWKSURL != "") && !hasAsym {
+	if (len(p.PEMFiles) > 0 || p.JWKSFile != "" || p.JWKSURL != "" || p.Discovery) && !hasAsym {
 		add("algorithms", "public keys are configured but no RS/PS/ES/EdDSA algorithm is allowed")
 	}
+	errs = append(errs, p.validateDiscovery(key)...)
 	if p.JWKSURL != "" {
 		if !strings.HasPrefix(p.JWKSURL, "https://") && !strings.HasPrefix(p.JWKSURL, "http://") {
-			add("jwks_url", "%q must be an http(s) URL", p.JWKSURL)
+			add("jwks_url", "%q must be an http(s) URL", shownURL(p.JWKSURL))
 		}
 		if p.JWKSRefreshInterval < time.Second {
 			add("jwks_refresh_interval", "must be at least 1s, got %v", p.JWKSRefreshInterval)

@@ -116,8 +116,11 @@ func checkConfigInvariants(t *testing.T, cfg *Config) {
 				t.Fatalf("providers[%d]: accepted %s without hmac_secret_file", i, a)
 			}
 		}
-		if len(p.PEMFiles) == 0 && p.JWKSFile == "" && p.JWKSURL == "" && p.HMACSecretFile == "" {
+		if len(p.PEMFiles) == 0 && p.JWKSFile == "" && p.JWKSURL == "" && p.HMACSecretFile == "" && !p.Discovery {
 			t.Fatalf("providers[%d]: accepted a provider without keys", i)
+		}
+		if p.Discovery && (p.Issuer == "" || p.JWKSURL != "") {
+			t.Fatalf("providers[%d]: accepted discovery with issuer %q and jwks_url %q", i, p.Issuer, p.JWKSURL)
 		}
 		if p.Leeway < 0 || p.Leeway > maxLeewayForFuzz {
 			t.Fatalf("providers[%d]: accepted leeway %v", i, p.Leeway)

@@ -8,7 +8,9 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -56,24 +58,59 @@ func TestCandidates(t *testing.T) {
 		want           []string
 	}{
 		{"kid selects its key", "a", "RS256", []string{"a"}},
-		{"kid whose key does not fit alg: never another kid's key", "ec", "RS256", nil},
+		{"kid whose key does not fit alg: never another kid's key, nor a kid-less one", "ec", "RS256", nil},
 		{"kid with a JWK alg that differs", "b", "RS256", nil},
 		{"kid with a JWK alg that matches", "b", "RS512", []string{"b"}},
 		{"unknown kid falls back to kid-less keys of the right type", "zzz", "RS256", []string{"rsa-nokid"}},
-		{"no kid: kid-less keys only, never keyed ones", "", "RS256", []string{"rsa-nokid"}},
+		{"no kid: every key that fits, kid-less ones first", "", "RS256", []string{"rsa-nokid", "a"}},
+		{"no kid, RS512: the key whose JWK alg is RS512 too", "", "RS512", []string{"rsa-nokid", "a", "b"}},
 		{"no kid, EdDSA", "", "EdDSA", []string{"ed-nokid"}},
 		{"no kid, HS256: only the secret", "", "HS256", []string{"hmac"}},
-		{"ES256 token without kid: the kid-carrying EC key is not tried", "", "ES256", nil},
+		{"no kid, ES256: the kid-carrying EC key", "", "ES256", []string{"ec"}},
 		{"ES384 never fits a P-256 key", "ec", "ES384", nil},
+		{"no kid, ES384: nothing fits", "", "ES384", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
-			for _, k := range set.Candidates(nil, tc.kid, tc.alg) {
+			cands, omitted := set.Candidates(nil, tc.kid, tc.alg)
+			for _, k := range cands {
 				got = append(got, name(k))
 			}
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("Candidates(%q, %q) = %v, want %v", tc.kid, tc.alg, got, tc.want)
+			if !slices.Equal(got, tc.want) || omitted != 0 {
+				t.Errorf("Candidates(%q, %q) = %v, %d left out; want %v, 0", tc.kid, tc.alg, got, omitted, tc.want)
+			}
+		})
+	}
+}
+
+// TestCandidatesBounded: however many keys fit a token, at most
+// MaxCandidates are tried, and the rest are counted.
+func TestCandidatesBounded(t *testing.T) {
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	var sameKID, kidded []Key
+	for i := range 2000 {
+		sameKID = append(sameKID, Key{ID: "one", Public: &k.PublicKey})
+		if i < 20 {
+			kidded = append(kidded, Key{ID: fmt.Sprint("k", i), Public: &k.PublicKey})
+		}
+	}
+	for _, tc := range []struct {
+		name         string
+		keys         []Key
+		kid          string
+		wantOmitted  int
+		wantFirstKID string
+	}{
+		{"2,000 keys sharing the token's kid", sameKID, "one", 2000 - MaxCandidates, "one"},
+		{"a kid-less token before 20 keys with kids", kidded, "", 20 - MaxCandidates, "k0"},
+		{"a kid-less token before 12 kid-less keys and 20 with kids", append(slices.Repeat([]Key{{Public: &k.PublicKey}}, 12), kidded...), "", 32 - MaxCandidates, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, omitted := NewSet(tc.keys, 1).Candidates(nil, tc.kid, "RS256")
+			if len(got) != MaxCandidates || omitted != tc.wantOmitted || got[0].ID != tc.wantFirstKID {
+				t.Errorf("Candidates = %d keys (first kid %q), %d left out; want %d (first kid %q), %d",
+					len(got), got[0].ID, omitted, MaxCandidates, tc.wantFirstKID, tc.wantOmitted)
 			}
 		})
 	}
@@ -92,14 +129,17 @@ func TestReadPEMFile(t *testing.T) {
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	}
-	cert := func() []byte {
+	// A certificate for pub, signed by the Ed25519 key.
+	certFor := func(pub any) []byte {
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkixName("idp"), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, edPub, edPriv)
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, edPriv)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}
+	cert := func() []byte { return certFor(edPub) }
+	huge := hugeRSAPublicKey(t)
 	privDER, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
 	tests := []struct {
 		name    string
@@ -111,7 +151,11 @@ func TestReadPEMFile(t *testing.T) {
 		{"RSA PKCS1", pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&rsaKey.PublicKey)}), []string{"RSA"}, ""},
 		{"EC P-384 and Ed25519 certificate in one file", append(pkix(&ecKey.PublicKey), cert()...), []string{"EC P-384", "Ed25519"}, ""},
 		{"private key is refused", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), nil, "not a public key"},
-		{"RSA under 2048 bits is refused", pkix(&small.PublicKey), nil, "too small"},
+		{"RSA under 2048 bits is refused", pkix(&small.PublicKey), nil, "PEM block 0: RSA key of 1024 bits is too small (minimum 2048)"},
+		{"RSA over 8192 bits is refused", pkix(huge), nil, "PEM block 0: RSA key of 16384 bits is too large (maximum 8192)"},
+		{"a certificate of a 1024-bit RSA key, second in the file, is refused", append(pkix(&rsaKey.PublicKey), certFor(&small.PublicKey)...), nil, "PEM block 1: RSA key of 1024 bits is too small"},
+		{"a certificate of a 16384-bit RSA key is refused", certFor(huge), nil, "PEM block 0: RSA key of 16384 bits is too large"},
+		{"RSA PKCS1 of 16384 bits is refused", pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(huge)}), nil, "too large"},
 		{"no PEM at all", []byte("hello"), nil, "no PEM public key"},
 	}
 	for i, tc := range tests {
@@ -142,6 +186,72 @@ func TestReadPEMFile(t *testing.T) {
 }
 
 func pkixName(cn string) pkix.Name { return pkix.Name{CommonName: cn} }
+
+// hugeRSAPublicKey returns an RSA public key with a 16,384-bit modulus.
+// Generating a real one takes minutes; a random odd modulus of that size is
+// all a size check reads, and nothing is ever signed with it.
+func hugeRSAPublicKey(t *testing.T) *rsa.PublicKey {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 16383))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.SetBit(n, 16383, 1).SetBit(n, 0, 1)
+	return &rsa.PublicKey{N: n, E: 65537}
+}
+
+func rsaJWK(kid string, pub *rsa.PublicKey) string {
+	b64 := base64.RawURLEncoding.EncodeToString
+	return fmt.Sprintf(`{"kty":"RSA","kid":%q,"use":"sig","n":%q,"e":%q}`, kid, b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes()))
+}
+
+// TestRSASizeBoundsInJWKSets: a JWK Set's RSA key under 2048 or over 8192
+// bits is refused, naming its kid; beside a good key it is skipped.
+func TestRSASizeBoundsInJWKSets(t *testing.T) {
+	good, _ := rsa.GenerateKey(rand.Reader, 2048)
+	small, _ := rsa.GenerateKey(rand.Reader, 1024)
+	huge := hugeRSAPublicKey(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name     string
+		keys     []string
+		wantErr  string // from ReadJWKSFile; "" when it loads
+		wantKIDs []string
+		skipped  string
+	}{
+		{"only a 1024-bit key", []string{rsaJWK("weak", &small.PublicKey)}, `kid "weak": RSA key of 1024 bits is too small (minimum 2048)`, nil, ""},
+		{"only a 16384-bit key", []string{rsaJWK("huge", huge)}, `kid "huge": RSA key of 16384 bits is too large (maximum 8192)`, nil, ""},
+		{"weak and huge beside a good key", []string{rsaJWK("weak", &small.PublicKey), rsaJWK("good", &good.PublicKey), rsaJWK("huge", huge)}, "", []string{"good"},
+			`key 0: kid "weak": RSA key of 1024 bits is too small (minimum 2048); key 2: kid "huge": RSA key of 16384 bits is too large (maximum 8192)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "jwks.json")
+			if err := os.WriteFile(path, []byte(`{"keys":[`+strings.Join(tc.keys, ",")+`]}`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ks, skipped, err := ReadJWKSFile(path)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), path) {
+					t.Fatalf("err = %v, want one naming %s and saying %q", err, path, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kids, why []string
+			for _, k := range ks {
+				kids = append(kids, k.ID)
+			}
+			for _, s := range skipped {
+				why = append(why, s.Error())
+			}
+			if !slices.Equal(kids, tc.wantKIDs) || strings.Join(why, "; ") != tc.skipped {
+				t.Errorf("keys %v, skipped %q; want %v, %q", kids, why, tc.wantKIDs, tc.skipped)
+			}
+		})
+	}
+}
 
 func TestReadHMACFile(t *testing.T) {
 	dir := t.TempDir()

@@ -2,9 +2,6 @@ package keys
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -14,57 +11,116 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxJWKSBytes bounds a JWK Set response; real sets are a few kilobytes.
-const maxJWKSBytes = 1 << 20
+// Defaults of RemoteOptions.
+const (
+	DefaultRefreshInterval  = time.Hour
+	DefaultHTTPTimeout      = 5 * time.Second
+	DefaultUnknownKIDBurst  = 5
+	DefaultUnknownKIDRefill = 10 * time.Second
+	DefaultUnknownKIDMemory = time.Second
+	DefaultRetryInterval    = time.Second
+	// MaxRetryInterval caps the backoff after failed fetches (and
+	// RefreshInterval caps it further), so a failing endpoint is retried,
+	// and its failure counted, at least once a minute.
+	MaxRetryInterval = time.Minute
+)
 
-// RemoteOptions configure a Remote source.
+// maxSoughtKIDs bounds the memory of kids recently looked for. Entries
+// expire after UnknownKIDMemory; a flood of distinct kids only evicts
+// entries early, and the token bucket still bounds the fetches.
+const maxSoughtKIDs = 1024
+
+// RemoteOptions configure a Remote source. Exactly one of URL and
+// DiscoveryIssuer is set.
 type RemoteOptions struct {
-	URL string
+	URL string // the JWK Set's URL
+	// DiscoveryIssuer, when set, is an OpenID Connect issuer: each refresh
+	// reads {DiscoveryIssuer without a trailing "/"}/.well-known/openid-configuration,
+	// requires its issuer to equal DiscoveryIssuer exactly, and fetches the
+	// JWK Set at its jwks_uri.
+	DiscoveryIssuer string
 	// Static keys (PEM files, a JWKS file, an HMAC secret) are part of every
 	// snapshot, so a provider with both is usable before the first fetch.
 	Static          []Key
 	RefreshInterval time.Duration // periodic refresh; default 1h
-	HTTPTimeout     time.Duration // one fetch; default 5s
-	// UnknownKIDInterval is the minimum time between refreshes triggered by
-	// tokens with an unknown kid; default 30s.
+	HTTPTimeout     time.Duration // one refresh (discovery and JWK Set); default 5s
+	// Tokens whose kid the set lacks trigger refreshes through a token
+	// bucket of UnknownKIDBurst (default 5) refilled by one every
+	// UnknownKIDRefill (default 10s). A failed fetch empties the bucket.
+	UnknownKIDBurst  int
+	UnknownKIDRefill time.Duration
+	// UnknownKIDMemory is how long a kid that was just looked for is
+	// answered "unknown" at once, without another fetch; default 1s.
+	UnknownKIDMemory time.Duration
+	// UnknownKIDInterval, when set, replaces the bucket by one of a single
+	// refresh per interval.
+	//
+	// Deprecated: it locks a newly published key out for up to the whole
+	// interval; use UnknownKIDBurst and UnknownKIDRefill.
 	UnknownKIDInterval time.Duration
-	// RetryInterval is the first delay before retrying a failed fetch while
-	// no key was ever loaded; it doubles up to RefreshInterval. Default 1s.
+	// RetryInterval is the first delay before retrying a failed periodic
+	// fetch, whether or not keys were loaded before; it doubles up to
+	// min(RefreshInterval, MaxRetryInterval). Default 1s.
 	RetryInterval time.Duration
 	Client        *http.Client // default: a client with HTTPTimeout
 	Logger        *slog.Logger
-	// OnRefresh, when set, is called after every fetch with its outcome.
+	// OnRefresh, when set, is called after every fetch with its outcome:
+	// nil for a new set, an unchanged one, or a 304 Not Modified.
 	OnRefresh func(err error)
 }
 
 // Remote is a JWK Set fetched over HTTP(S) and refreshed in the background.
 // A failed refresh keeps the last good keys. A token with an unknown kid may
 // trigger a refresh, rate limited, and a Check never waits on the limiter:
-// when no refresh is allowed it is told at once that the kid is unknown.
+// it joins a fetch in flight (no longer than its own deadline), starts one
+// if the limiter allows it now, or is told at once that the kid is unknown.
 type Remote struct {
 	opts    RemoteOptions
 	current atomic.Pointer[Set]
-	limiter *rate.Limiter
 	gen     atomic.Uint64
 	loaded  atomic.Bool
+	cut     *cutLog
+	shown   string // the URL as logs show it: RedactURL of the JWK Set's or the discovery URL
 
 	mu       sync.Mutex
-	inflight chan struct{} // closed when the running fetch ends; nil when none runs
+	inflight *flight              // the running fetch; nil when none runs
+	bucket   *rate.Limiter        // unknown-kid refreshes
+	sought   map[string]time.Time // kid -> when it was last looked for
+
+	// Written only by the running fetch, one at a time.
+	jwks validators
+	disc discovered
 }
 
-// NewRemote returns a source for opts.URL. It fetches nothing until Run.
+// flight is one fetch that callers may wait for.
+type flight struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// NewRemote returns a source for opts. It fetches nothing until Run or
+// Refresh.
 func NewRemote(opts RemoteOptions) *Remote {
 	if opts.RefreshInterval <= 0 {
-		opts.RefreshInterval = time.Hour
+		opts.RefreshInterval = DefaultRefreshInterval
 	}
 	if opts.HTTPTimeout <= 0 {
-		opts.HTTPTimeout = 5 * time.Second
+		opts.HTTPTimeout = DefaultHTTPTimeout
 	}
-	if opts.UnknownKIDInterval <= 0 {
-		opts.UnknownKIDInterval = 30 * time.Second
+	if opts.UnknownKIDBurst <= 0 {
+		opts.UnknownKIDBurst = DefaultUnknownKIDBurst
+	}
+	if opts.UnknownKIDRefill <= 0 {
+		opts.UnknownKIDRefill = DefaultUnknownKIDRefill
+	}
+	if opts.UnknownKIDInterval > 0 {
+		opts.UnknownKIDBurst, opts.UnknownKIDRefill = 1, opts.UnknownKIDInterval
+	}
+	if opts.UnknownKIDMemory <= 0 {
+		opts.UnknownKIDMemory = DefaultUnknownKIDMemory
 	}
 	if opts.RetryInterval <= 0 {
-		opts.RetryInterval = time.Second
+		opts.RetryInterval = DefaultRetryInterval
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: opts.HTTPTimeout}
@@ -73,8 +129,14 @@ func NewRemote(opts RemoteOptions) *Remote {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Remote{
-		opts:    opts,
-		limiter: rate.NewLimiter(rate.Every(opts.UnknownKIDInterval), 1),
+		opts:   opts,
+		cut:    newCutLog(opts.Logger),
+		bucket: rate.NewLimiter(rate.Every(opts.UnknownKIDRefill), opts.UnknownKIDBurst),
+		sought: make(map[string]time.Time),
+	}
+	r.shown = RedactURL(opts.URL)
+	if opts.DiscoveryIssuer != "" {
+		r.shown = RedactURL(DiscoveryURL(opts.DiscoveryIssuer))
 	}
 	if len(opts.Static) > 0 {
 		r.current.Store(NewSet(opts.Static, r.gen.Add(1)))
@@ -88,18 +150,20 @@ func (r *Remote) Current() *Set { return r.current.Load() }
 // Loaded reports whether a fetch has ever succeeded.
 func (r *Remote) Loaded() bool { return r.loaded.Load() }
 
-// Run fetches the set at once, then on every RefreshInterval, retrying sooner
-// while no key was ever loaded, until ctx ends.
+// Run fetches the set at once, then every RefreshInterval, until ctx ends.
+// After a failed fetch it retries sooner: RetryInterval, doubling up to
+// min(RefreshInterval, MaxRetryInterval), until a fetch succeeds; the last
+// good keys are kept meanwhile.
 func (r *Remote) Run(ctx context.Context) {
-	retry := r.opts.RetryInterval
+	maxRetry := min(r.opts.RefreshInterval, MaxRetryInterval)
+	retry := min(r.opts.RetryInterval, maxRetry)
 	for {
-		err := r.refresh(ctx)
 		delay := r.opts.RefreshInterval
-		if err != nil && !r.Loaded() {
-			delay = min(retry, r.opts.RefreshInterval)
-			retry *= 2
-		} else if err == nil {
-			retry = r.opts.RetryInterval
+		if err := r.refresh(ctx); err != nil {
+			delay = retry
+			retry = min(retry*2, maxRetry)
+		} else {
+			retry = min(r.opts.RetryInterval, maxRetry)
 		}
 		t := time.NewTimer(delay)
 		select {
@@ -111,117 +175,117 @@ func (r *Remote) Run(ctx context.Context) {
 	}
 }
 
-// Refresh fetches the set now and waits for the outcome. Run's loop does the
-// same on its own schedule; Refresh is for start-up and for "verify", which
-// fetch once.
+// Refresh fetches the set now, or joins the fetch already running, and
+// waits for the outcome. Run's loop does the same on its own schedule;
+// Refresh is for start-up and for "verify", which fetch once.
 func (r *Remote) Refresh(ctx context.Context) error { return r.refresh(ctx) }
 
-// refresh runs one fetch, or joins the one already running.
 func (r *Remote) refresh(ctx context.Context) error {
 	r.mu.Lock()
-	if ch := r.inflight; ch != nil {
-		r.mu.Unlock()
-		select {
-		case <-ch:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	f := r.inflight
+	if f == nil {
+		f = r.startLocked(ctx)
 	}
-	ch := make(chan struct{})
-	r.inflight = ch
 	r.mu.Unlock()
-
-	err := r.fetch(ctx)
-	r.mu.Lock()
-	r.inflight = nil
-	r.mu.Unlock()
-	close(ch)
-	if r.opts.OnRefresh != nil {
-		r.opts.OnRefresh(err)
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err != nil {
-		r.opts.Logger.Warn("JWKS refresh failed; keeping the last good keys", "url", r.opts.URL, "err", err)
-	}
-	return err
 }
 
-func (r *Remote) fetch(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, r.opts.HTTPTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.opts.URL, nil)
-	if err != nil {
-		return fmt.Errorf("fetch JWKS %s: %w", r.opts.URL, err)
-	}
-	req.Header.Set("Accept", "application/json, application/jwk-set+json")
-	resp, err := r.opts.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("fetch JWKS: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch JWKS %s: HTTP status %d", r.opts.URL, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
-	if err != nil {
-		return fmt.Errorf("read JWKS %s: %w", r.opts.URL, err)
-	}
-	if len(body) > maxJWKSBytes {
-		return fmt.Errorf("JWKS %s is larger than %d bytes", r.opts.URL, maxJWKSBytes)
-	}
-	keys, skipped, err := ParseJWKS(body)
-	if err != nil {
-		return fmt.Errorf("JWKS %s: %w", r.opts.URL, err)
-	}
-	for _, s := range skipped {
-		r.opts.Logger.Warn("JWKS key skipped", "url", r.opts.URL, "err", s)
-	}
-	all := make([]Key, 0, len(r.opts.Static)+len(keys))
-	all = append(append(all, r.opts.Static...), keys...)
-	r.current.Store(NewSet(all, r.gen.Add(1)))
-	r.loaded.Store(true)
-	return nil
+// startLocked starts a fetch that callers can join. r.mu is held.
+func (r *Remote) startLocked(ctx context.Context) *flight {
+	f := &flight{done: make(chan struct{})}
+	r.inflight = f
+	go func() {
+		err := r.fetch(ctx)
+		r.mu.Lock()
+		r.inflight = nil
+		if err != nil {
+			// A failing endpoint is not hit again by unknown kids until the
+			// bucket refills; the Run loop retries on its own schedule.
+			now := time.Now()
+			if n := int(r.bucket.TokensAt(now)); n > 0 {
+				r.bucket.AllowN(now, n)
+			}
+		}
+		r.mu.Unlock()
+		// Reported before the waiters wake, so that a Refresh that returns
+		// has been counted.
+		if r.opts.OnRefresh != nil {
+			r.opts.OnRefresh(err)
+		}
+		if err != nil {
+			r.opts.Logger.Warn("JWKS refresh failed; keeping the last good keys", "url", r.shown, "err", err)
+		}
+		f.err = err
+		close(f.done)
+	}()
+	return f
 }
 
 // Lookup returns the candidate keys for kid and alg. When the token names a
-// kid the set does not have, it triggers a refresh if the rate limit allows
-// one (or joins a refresh already running) and waits for it, no longer than
-// ctx allows; otherwise it answers ErrUnknownKID at once.
+// kid the set does not have, it may first wait for a refresh: one already
+// running, or one it starts if the kid was not looked for in the last
+// UnknownKIDMemory and the token bucket allows it now. It waits no longer
+// than ctx allows; otherwise it answers from the keys it has at once.
 func (r *Remote) Lookup(ctx context.Context, dst []Key, kid, alg string) ([]Key, uint64, error) {
 	set := r.Current()
-	out, gen, err := lookup(set, dst, kid, alg)
-	if !errors.Is(err, ErrUnknownKID) || kid == "" || set.HasKID(kid) {
-		return out, gen, err
+	if set != nil && kid != "" && !set.HasKID(kid) && r.awaitFetchFor(ctx, kid) {
+		set = r.Current()
 	}
-	if !r.joinOrStartRefresh(ctx) {
-		return out, gen, err
-	}
-	return lookup(r.Current(), dst, kid, alg)
+	return lookup(set, r.cut, dst, kid, alg)
 }
 
-// joinOrStartRefresh waits for a refresh already running, or starts one if
-// the limiter allows it now. It reports whether a refresh completed.
-func (r *Remote) joinOrStartRefresh(ctx context.Context) bool {
+// awaitFetchFor joins or starts a fetch for kid and waits for it. It
+// reports whether a fetch completed.
+func (r *Remote) awaitFetchFor(ctx context.Context, kid string) bool {
+	now := time.Now()
 	r.mu.Lock()
-	ch := r.inflight
-	r.mu.Unlock()
-	if ch == nil {
-		if !r.limiter.Allow() {
+	f := r.inflight
+	if f == nil {
+		if r.soughtRecently(kid, now) || !r.bucket.AllowN(now, 1) {
+			r.mu.Unlock()
 			return false
 		}
-		// The fetch runs detached from this Check's context: one caller
-		// giving up must not cancel a fetch that others are waiting on.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = r.refresh(context.WithoutCancel(ctx))
-		}()
-		ch = done
+		// Detached from this Check: one caller giving up must not cancel a
+		// fetch that others wait for. HTTPTimeout bounds it.
+		f = r.startLocked(context.WithoutCancel(ctx))
 	}
+	r.remember(kid, now)
+	r.mu.Unlock()
 	select {
-	case <-ch:
+	case <-f.done:
 		return true
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// soughtRecently reports whether kid was looked for within
+// UnknownKIDMemory of now. r.mu is held.
+func (r *Remote) soughtRecently(kid string, now time.Time) bool {
+	t, ok := r.sought[kid]
+	return ok && now.Sub(t) < r.opts.UnknownKIDMemory
+}
+
+// remember notes that kid was looked for at now, keeping the memory
+// bounded. r.mu is held.
+func (r *Remote) remember(kid string, now time.Time) {
+	if _, ok := r.sought[kid]; !ok && len(r.sought) >= maxSoughtKIDs {
+		for k, t := range r.sought {
+			if now.Sub(t) >= r.opts.UnknownKIDMemory {
+				delete(r.sought, k)
+			}
+		}
+		for k := range r.sought {
+			if len(r.sought) < maxSoughtKIDs {
+				break
+			}
+			delete(r.sought, k)
+		}
+	}
+	r.sought[kid] = now
 }

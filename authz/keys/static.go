@@ -12,19 +12,30 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/MicahParks/jwkset"
+	"golang.org/x/time/rate"
 )
 
 // Static is a key source that never changes after it is built: PEM files,
 // a JWK Set file, an HMAC secret.
 type Static struct {
 	set *Set
+	cut *cutLog
 }
 
-// NewStatic returns a source that always answers with set.
-func NewStatic(set *Set) *Static { return &Static{set: set} }
+// NewStatic returns a source that always answers with set. It logs
+// nothing; see WithLogger.
+func NewStatic(set *Set) *Static { return &Static{set: set, cut: newCutLog(nil)} }
+
+// WithLogger returns a copy of s that logs to logger when a token has more
+// candidate keys than MaxCandidates.
+func (s *Static) WithLogger(logger *slog.Logger) *Static {
+	return &Static{set: s.set, cut: newCutLog(logger)}
+}
 
 // Current returns the set, or nil when it is empty.
 func (s *Static) Current() *Set {
@@ -36,18 +47,46 @@ func (s *Static) Current() *Set {
 
 // Lookup returns the candidate keys for kid and alg.
 func (s *Static) Lookup(_ context.Context, dst []Key, kid, alg string) ([]Key, uint64, error) {
-	return lookup(s.Current(), dst, kid, alg)
+	return lookup(s.Current(), s.cut, dst, kid, alg)
 }
 
-func lookup(set *Set, dst []Key, kid, alg string) ([]Key, uint64, error) {
+func lookup(set *Set, cut *cutLog, dst []Key, kid, alg string) ([]Key, uint64, error) {
 	if set == nil {
 		return dst, 0, ErrUnavailable
 	}
-	dst = set.Candidates(dst, kid, alg)
-	if len(dst) == 0 {
+	n := len(dst)
+	dst, omitted := set.Candidates(dst, kid, alg)
+	if omitted > 0 {
+		cut.log(kid, alg, len(dst)-n, omitted)
+	}
+	if len(dst) == n {
 		return dst, set.Generation, ErrUnknownKID
 	}
 	return dst, set.Generation, nil
+}
+
+// cutLog reports, at most once a minute, that a token had more candidate
+// keys than are tried: a set that publishes many keys under one kid, or a
+// kid-less token before a large set. Often enough for an operator to see
+// it, never once per request.
+type cutLog struct {
+	logger *slog.Logger
+	every  rate.Sometimes
+}
+
+func newCutLog(logger *slog.Logger) *cutLog {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &cutLog{logger: logger, every: rate.Sometimes{First: 1, Interval: time.Minute}}
+}
+
+func (c *cutLog) log(kid, alg string, tried, omitted int) {
+	c.every.Do(func() {
+		// The kid comes from the token: quoted and bounded, never the token.
+		c.logger.Warn("more keys fit this token than are tried; the rest were left out",
+			"kid", fmt.Sprintf("%.64q", kid), "alg", fmt.Sprintf("%.16q", alg), "tried", tried, "left_out", omitted)
+	})
 }
 
 // ReadPEMFile reads every public key and certificate in a PEM file. Blocks
@@ -60,7 +99,7 @@ func ReadPEMFile(path string) ([]Key, error) {
 	}
 	var out []Key
 	rest := data
-	for {
+	for i := 0; ; i++ {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
@@ -68,7 +107,7 @@ func ReadPEMFile(path string) ([]Key, error) {
 		}
 		pub, err := parsePEMBlock(block)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: PEM block %d: %w", path, i, err)
 		}
 		out = append(out, Key{Public: pub})
 	}
@@ -105,8 +144,11 @@ func parsePEMBlock(b *pem.Block) (any, error) {
 func checkPublic(pub any) (any, error) {
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("RSA key of %d bits is too small (minimum 2048)", k.N.BitLen())
+		switch bits := k.N.BitLen(); {
+		case bits < MinRSABits:
+			return nil, fmt.Errorf("RSA key of %d bits is too small (minimum %d)", bits, MinRSABits)
+		case bits > MaxRSABits:
+			return nil, fmt.Errorf("RSA key of %d bits is too large (maximum %d)", bits, MaxRSABits)
 		}
 		return k, nil
 	case *ecdsa.PublicKey, ed25519.PublicKey:
