@@ -70,7 +70,7 @@ func TestJWKSRotationThroughUnknownKID(t *testing.T) {
 	k1, k2 := rsaKey(t), rsaKey(t)
 	srv := newJWKSServer(t)
 	srv.serve(200, jwksDoc(t, rsaJWK("k1", &k1.PublicKey)))
-	remote := keys.NewRemote(keys.RemoteOptions{URL: srv.URL, RefreshInterval: time.Hour, UnknownKIDInterval: time.Hour})
+	remote := keys.NewRemote(keys.RemoteOptions{URL: srv.URL, RefreshInterval: time.Hour, UnknownKIDBurst: 1, UnknownKIDRefill: time.Hour})
 	if err := remote.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestMalformedTokenTriggersNoRefresh(t *testing.T) {
 	k1 := rsaKey(t)
 	srv := newJWKSServer(t)
 	srv.serve(200, jwksDoc(t, rsaJWK("k1", &k1.PublicKey)))
-	remote := keys.NewRemote(keys.RemoteOptions{URL: srv.URL, UnknownKIDInterval: time.Nanosecond})
+	remote := keys.NewRemote(keys.RemoteOptions{URL: srv.URL, UnknownKIDBurst: 1000, UnknownKIDRefill: time.Nanosecond, UnknownKIDMemory: time.Nanosecond})
 	if err := remote.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}

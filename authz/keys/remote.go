@@ -52,12 +52,6 @@ type RemoteOptions struct {
 	// UnknownKIDMemory is how long a kid that was just looked for is
 	// answered "unknown" at once, without another fetch; default 1s.
 	UnknownKIDMemory time.Duration
-	// UnknownKIDInterval, when set, replaces the bucket by one of a single
-	// refresh per interval.
-	//
-	// Deprecated: it locks a newly published key out for up to the whole
-	// interval; use UnknownKIDBurst and UnknownKIDRefill.
-	UnknownKIDInterval time.Duration
 	// RetryInterval is the first delay before retrying a failed periodic
 	// fetch, whether or not keys were loaded before; it doubles up to
 	// min(RefreshInterval, MaxRetryInterval). Default 1s.
@@ -112,9 +106,6 @@ func NewRemote(opts RemoteOptions) *Remote {
 	}
 	if opts.UnknownKIDRefill <= 0 {
 		opts.UnknownKIDRefill = DefaultUnknownKIDRefill
-	}
-	if opts.UnknownKIDInterval > 0 {
-		opts.UnknownKIDBurst, opts.UnknownKIDRefill = 1, opts.UnknownKIDInterval
 	}
 	if opts.UnknownKIDMemory <= 0 {
 		opts.UnknownKIDMemory = DefaultUnknownKIDMemory

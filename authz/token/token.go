@@ -186,7 +186,7 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 	if err := v.validator.Validate(pt.claims); err != nil {
 		return nil, v.classifyClaims(pt.claims, err)
 	}
-	var buf [4]keys.Key
+	var buf [keys.MaxCandidates]keys.Key
 	cands, gen, err := v.opts.Keys.Lookup(ctx, buf[:0], pt.kid, pt.alg)
 	if err != nil {
 		return nil, fmt.Errorf("kid %.64q, alg %s: %w", pt.kid, pt.alg, err)

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/jwtauthz/jwtauthz/authz/keys"
 )
 
 // Names of the files keygen writes into its output directory.
@@ -37,11 +39,11 @@ const (
 	JWKSFile       = "jwks.json"
 )
 
-// RSA modulus sizes: RFC 7518 section 3.3 requires at least 2048 bits; the
-// upper bound only catches typos that would take minutes to generate.
+// RSA modulus sizes: those jwtauthz accepts from a key source
+// (keys.MinRSABits, keys.MaxRSABits; RFC 7518 §3.3 asks for at least 2048).
 const (
-	minRSABits = 2048
-	maxRSABits = 16384
+	minRSABits = keys.MinRSABits
+	maxRSABits = keys.MaxRSABits
 )
 
 // AsymmetricAlgs lists the JWS algorithms keygen can make keys for, in the
