@@ -14,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store"
@@ -48,39 +50,68 @@ type Verifier interface {
 type Options struct {
 	Users    Users
 	Verifier Verifier
+	Policy
+	Logger *slog.Logger
+}
+
+// Policy is who may call: it changes with a reload (Server.SetPolicy).
+type Policy struct {
+	Verifier Verifier
 	// RequireClaims maps a dotted claim path to the value the caller's token
 	// must hold there: an equal value, or a list claim that contains it.
 	// Values are strings, numbers or booleans; a nested map is read as
 	// nested paths ({realm_access: {roles: admin}} is realm_access.roles).
 	// Empty means any verified token may call.
 	RequireClaims map[string]any
-	Logger        *slog.Logger
+	// Providers, when set, are the only providers whose tokens may call.
+	Providers []string
+}
+
+// policy is a Policy compiled.
+type policy struct {
+	verifier  Verifier
+	require   []route.ClaimCondition
+	providers []string
 }
 
 // Server implements adminv1.UserAdminServer. Each method authenticates its
 // caller before it touches the store.
 type Server struct {
 	adminv1.UnimplementedUserAdminServer
-	users    Users
-	verifier Verifier
-	require  []requirement
-	log      *slog.Logger
+	users  Users
+	policy atomic.Pointer[policy]
+	log    *slog.Logger
 }
 
 // New returns a Server. It fails when a required claim's value is not a
 // string, number or boolean; the error names the claim path.
 func New(opts Options) (*Server, error) {
-	if opts.Users == nil || opts.Verifier == nil {
-		return nil, errors.New("admin: Users and Verifier are required")
+	if opts.Users == nil {
+		return nil, errors.New("admin: Users is required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	reqs, err := compileRequirements(opts.RequireClaims)
-	if err != nil {
+	s := &Server{users: opts.Users, log: opts.Logger}
+	if err := s.SetPolicy(opts.Policy); err != nil {
 		return nil, err
 	}
-	return &Server{users: opts.Users, verifier: opts.Verifier, require: reqs, log: opts.Logger}, nil
+	return s, nil
+}
+
+// SetPolicy makes p the policy of every call from now on. It fails, and
+// changes nothing, when a required claim's value is not a string, number
+// or boolean; the error names the claim path.
+func (s *Server) SetPolicy(p Policy) error {
+	if p.Verifier == nil {
+		return errors.New("admin: a Verifier is required")
+	}
+	reqs, err := compileRequirements(p.RequireClaims)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(&policy{verifier: p.Verifier, require: reqs, providers: p.Providers})
+	return nil
 }
 
 // ListUsers returns one page of users ordered by id. Paging goes by id, and

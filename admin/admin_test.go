@@ -147,7 +147,7 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 	logs := &testlog.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	router := o.keys.router(t)
-	as, err := admin.New(admin.Options{Users: db, Verifier: router, RequireClaims: o.requireClaims, Logger: logger})
+	as, err := admin.New(admin.Options{Users: db, Policy: admin.Policy{Verifier: router, RequireClaims: o.requireClaims}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -773,7 +773,9 @@ func TestRequireClaims(t *testing.T) {
 		{"bool is not a string", map[string]any{"admin": true}, jwt.MapClaims{"admin": "true"}, codes.PermissionDenied},
 		{"every requirement must hold", map[string]any{"roles": "admin", "org": "acme"}, jwt.MapClaims{"roles": "admin", "org": "other"}, codes.PermissionDenied},
 		{"every requirement holds", map[string]any{"roles": "admin", "org": "acme"}, jwt.MapClaims{"roles": "admin", "org": "acme"}, codes.OK},
-		{"claim name with a dot", map[string]any{"https://example.com/role": "admin"}, jwt.MapClaims{"https://example.com/role": "admin"}, codes.OK},
+		{"claim name with dots, in brackets", map[string]any{"[https://example.com/role]": "admin"}, jwt.MapClaims{"https://example.com/role": "admin"}, codes.OK},
+		{"a dot descends into nested claims only", map[string]any{"realm_access.roles": "ops"}, jwt.MapClaims{"realm_access": map[string]any{"roles": []any{"dev"}}, "realm_access.roles": "ops"}, codes.PermissionDenied},
+		{"nested claim held", map[string]any{"realm_access.roles": "ops"}, jwt.MapClaims{"realm_access": map[string]any{"roles": []any{"dev", "ops"}}}, codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -805,7 +807,7 @@ func TestNewRefusesBadRequiredClaims(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := admin.New(admin.Options{Users: db, Verifier: ks.router(t), RequireClaims: tt.require})
+			_, err := admin.New(admin.Options{Users: db, Policy: admin.Policy{Verifier: ks.router(t), RequireClaims: tt.require}})
 			if err == nil {
 				t.Fatal("New succeeded, want an error")
 			}

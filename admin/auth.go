@@ -2,13 +2,10 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"slices"
-	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -16,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jwtauthz/jwtauthz/authz"
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 	"github.com/jwtauthz/jwtauthz/store"
 )
@@ -42,7 +40,8 @@ func (s *Server) authorize(ctx context.Context, method string) (*caller, error) 
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	fp := authz.Fingerprint(raw)
-	res, provider, err := s.verifier.Verify(ctx, raw)
+	p := s.policy.Load()
+	res, provider, err := p.verifier.Verify(ctx, raw)
 	if err != nil {
 		d := authz.Deny(err)
 		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", string(d.Reason),
@@ -50,14 +49,19 @@ func (s *Server) authorize(ctx context.Context, method string) (*caller, error) 
 		return nil, status.Errorf(d.Code, "invalid token (%s): %v", d.Reason, err)
 	}
 	c := &caller{provider: res.Provider, username: res.Username, fingerprint: fp}
-	for _, r := range s.require {
-		if v, ok := token.Lookup(res.Claims, r.path); ok && r.matches(v) {
+	if len(p.providers) > 0 && !slices.Contains(p.providers, res.Provider) {
+		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", "provider", c.attrs())
+		return nil, status.Errorf(codes.PermissionDenied,
+			"tokens of provider %q may not call the admin API (admin.providers: %q)", c.provider, p.providers)
+	}
+	for _, r := range p.require {
+		if v, ok := token.Lookup(res.Claims, r.Path); ok && r.Holds(v) {
 			continue
 		}
 		s.log.InfoContext(ctx, "admin call refused", "method", method, "reason", "required_claim",
-			"claim", r.path, c.attrs())
+			"claim", r.Path, c.attrs())
 		return nil, status.Errorf(codes.PermissionDenied,
-			"the token of user %q (provider %q) does not hold the claim %q that admin.require_claims requires", c.username, c.provider, r.path)
+			"the token of user %q (provider %q) does not hold the claim %q that admin.require_claims requires", c.username, c.provider, r.Path)
 	}
 	// A deactivated operator loses the admin API at once too, not when
 	// their token expires. A caller who never passed a Check has no record.
@@ -93,17 +97,11 @@ func bearer(ctx context.Context) (string, error) {
 	return tok, nil
 }
 
-// requirement is one required claim: a dotted path and the scalar value
-// the caller's token must hold there.
-type requirement struct {
-	path string
-	want any // string, bool or *big.Rat
-}
-
-// compileRequirements flattens the configured claims into sorted dotted
-// paths and checks their values.
-func compileRequirements(m map[string]any) ([]requirement, error) {
-	var reqs []requirement
+// compileRequirements flattens the configured claims into conditions on
+// sorted dotted paths, one value each: the caller's claim must equal it or
+// be a list that contains it.
+func compileRequirements(m map[string]any) ([]route.ClaimCondition, error) {
+	var reqs []route.ClaimCondition
 	var walk func(prefix string, m map[string]any) error
 	walk = func(prefix string, m map[string]any) error {
 		for k, v := range m {
@@ -117,81 +115,27 @@ func compileRequirements(m map[string]any) ([]requirement, error) {
 				}
 				continue
 			}
-			want, ok := scalar(v)
-			if !ok {
-				return fmt.Errorf("admin.require_claims.%s: want a string, number or boolean, got %s (a list claim matches when it contains the value; name one value per claim)", path, describe(v))
+			if _, isList := v.([]any); isList {
+				return fmt.Errorf("admin.require_claims.%s: want a string, number or boolean, got a list (a list claim matches when it contains the value; name one value per claim)", path)
 			}
-			reqs = append(reqs, requirement{path: path, want: want})
+			c := route.ClaimCondition{Path: path, Accept: []any{v}}
+			if err := c.Compile(); err != nil {
+				return fmt.Errorf("admin.require_claims.%s: want a string, number or boolean (%v)", path, err)
+			}
+			reqs = append(reqs, c)
 		}
 		return nil
 	}
 	if err := walk("", m); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(reqs, func(a, b requirement) int { return strings.Compare(a.path, b.path) })
+	slices.SortFunc(reqs, func(a, b route.ClaimCondition) int { return strings.Compare(a.Path, b.Path) })
 	return reqs, nil
 }
 
-// matches reports whether the claim value v holds the requirement: equal
-// to it, or a list with an element equal to it. Numbers compare by value
-// (1 equals 1.0); a number never equals a string.
-func (r requirement) matches(v any) bool {
-	if list, ok := v.([]any); ok {
-		return slices.ContainsFunc(list, r.equal)
-	}
-	return r.equal(v)
-}
-
-func (r requirement) equal(v any) bool {
-	got, ok := scalar(v)
-	if !ok {
-		return false
-	}
-	switch w := r.want.(type) {
-	case *big.Rat:
-		g, ok := got.(*big.Rat)
-		return ok && g.Cmp(w) == 0
-	default:
-		return got == r.want
-	}
-}
-
-// scalar returns v as a comparable value: a string, a bool or a *big.Rat
-// for any number, from JSON claims (json.Number) or YAML config (int,
-// float64, ...). ok is false for anything else.
-func scalar(v any) (any, bool) {
-	var num string
-	switch v := v.(type) {
-	case string, bool:
-		return v, true
-	case json.Number:
-		num = v.String()
-	case int:
-		num = strconv.Itoa(v)
-	case int64:
-		num = strconv.FormatInt(v, 10)
-	case uint64:
-		num = strconv.FormatUint(v, 10)
-	case float64:
-		num = strconv.FormatFloat(v, 'g', -1, 64)
-	default:
-		return nil, false
-	}
-	r, ok := new(big.Rat).SetString(num)
-	if !ok {
-		return nil, false
-	}
-	return r, true
-}
-
-func describe(v any) string {
-	switch v.(type) {
-	case nil:
-		return "no value"
-	case []any:
-		return "a list"
-	case map[string]any:
-		return "an empty map"
-	}
-	return fmt.Sprintf("%T", v)
+// ValidateRequireClaims checks admin.require_claims as SetPolicy would;
+// the error names the claim path.
+func ValidateRequireClaims(m map[string]any) error {
+	_, err := compileRequirements(m)
+	return err
 }

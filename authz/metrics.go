@@ -81,6 +81,16 @@ func (m *Metrics) JWKSProvider(provider string, interval time.Duration) {
 	m.jwksSuccess.WithLabelValues(provider).Add(0)
 }
 
+// JWKSForget drops the JWKS series of a provider a reload removed, so
+// that no alert watches keys nobody uses.
+func (m *Metrics) JWKSForget(provider string) {
+	if m == nil {
+		return
+	}
+	m.jwksInterval.DeleteLabelValues(provider)
+	m.jwksSuccess.DeleteLabelValues(provider)
+}
+
 // CacheRequests returns the cache counter for result (hit or miss).
 func (m *Metrics) CacheRequests(result string) prometheus.Counter {
 	return m.cache.WithLabelValues(result)

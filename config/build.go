@@ -2,10 +2,13 @@ package config
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/jwtauthz/jwtauthz/authz"
@@ -28,6 +31,18 @@ type Providers struct {
 	Remotes      map[string]*keys.Remote
 	ClaimHeaders map[string][]authz.ClaimHeader
 	Names        []string // in config order
+
+	loops   map[string]*loop // the remotes' refresh loops, by remoteKey
+	metrics *authz.Metrics
+}
+
+// loop is one remote key source's refresh loop. A reload that keeps a
+// provider's remote (same name, URL or discovery issuer, refresh interval
+// and static keys) keeps its loop, and with it the keys it fetched.
+type loop struct {
+	remote *keys.Remote
+	cancel context.CancelFunc // nil until started
+	done   chan struct{}
 }
 
 // BuildOptions are what building needs beyond the config.
@@ -36,6 +51,10 @@ type BuildOptions struct {
 	Logger     *slog.Logger     // default: discard
 	Metrics    *authz.Metrics   // may be nil
 	HTTPClient *http.Client     // for JWKS fetches; nil: a client with a timeout
+	// Reuse, when set, are the providers of the running config: a remote
+	// key source that would be built the same is taken over, keys and
+	// refresh loop, instead of being fetched again.
+	Reuse *Providers
 }
 
 func (o *BuildOptions) defaults() {
@@ -57,6 +76,8 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		Sources:      map[string]KeySource{},
 		Remotes:      map[string]*keys.Remote{},
 		ClaimHeaders: map[string][]authz.ClaimHeader{},
+		loops:        map[string]*loop{},
+		metrics:      o.Metrics,
 	}
 	var verifiers []*token.Verifier
 	var errs []error
@@ -77,18 +98,23 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		var src KeySource = keys.NewStatic(keys.NewSet(static, 1)).WithLogger(logger)
 		if p.JWKSURL != "" || p.Discovery {
 			name := p.Name
-			r := keys.NewRemote(keys.RemoteOptions{
-				URL:             p.JWKSURL,
-				DiscoveryIssuer: discoveryIssuer(p),
-				Static:          static,
-				RefreshInterval: p.JWKSRefreshInterval,
-				Client:          o.HTTPClient,
-				Logger:          logger,
-				OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
-			})
-			o.Metrics.JWKSProvider(name, p.JWKSRefreshInterval)
-			ps.Remotes[name] = r
-			src = r
+			rk := remoteKey(p, static)
+			l := o.Reuse.loop(rk)
+			if l == nil {
+				l = &loop{remote: keys.NewRemote(keys.RemoteOptions{
+					URL:             p.JWKSURL,
+					DiscoveryIssuer: discoveryIssuer(p),
+					Static:          static,
+					RefreshInterval: p.JWKSRefreshInterval,
+					Client:          o.HTTPClient,
+					Logger:          logger,
+					OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
+				})}
+				o.Metrics.JWKSProvider(name, p.JWKSRefreshInterval)
+			}
+			ps.loops[rk] = l
+			ps.Remotes[name] = l.remote
+			src = l.remote
 		}
 		ps.Sources[p.Name] = src
 		ps.Names = append(ps.Names, p.Name)
@@ -181,19 +207,80 @@ func anyFits(ks []keys.Key, algs []string) bool {
 
 // Ready reports whether every provider has at least one key.
 func (ps *Providers) Ready() bool {
-	for _, s := range ps.Sources {
-		if s.Current() == nil {
-			return false
-		}
-	}
-	return true
+	loaded, total := ps.Loaded()
+	return loaded == total
 }
 
-// Run starts every remote key source's refresh loop until ctx ends.
-func (ps *Providers) Run(ctx context.Context) {
-	for _, r := range ps.Remotes {
-		go r.Run(ctx)
+// Loaded counts the providers that have at least one key, of all.
+func (ps *Providers) Loaded() (loaded, total int) {
+	for _, s := range ps.Sources {
+		if s.Current() != nil {
+			loaded++
+		}
 	}
+	return loaded, len(ps.Sources)
+}
+
+// Start starts the refresh loops of ps's remote key sources that are not
+// running yet (those taken over from a running config are); they run
+// until ctx ends or Retire stops them.
+func (ps *Providers) Start(ctx context.Context) {
+	for _, l := range ps.loops {
+		if l.cancel != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		l.cancel, l.done = cancel, make(chan struct{})
+		go func() {
+			defer close(l.done)
+			l.remote.Run(ctx)
+		}()
+	}
+}
+
+// Retire stops the refresh loops of ps that next did not take over and
+// waits for them to end; with next nil, every loop. The metrics of the
+// providers next no longer has are dropped.
+func (ps *Providers) Retire(next *Providers) {
+	for k, l := range ps.loops {
+		if next != nil && next.loops[k] == l {
+			continue
+		}
+		if l.cancel != nil {
+			l.cancel()
+			<-l.done
+		}
+	}
+	for _, name := range ps.Names {
+		if next == nil || !slices.Contains(next.Names, name) {
+			ps.metrics.JWKSForget(name)
+		}
+	}
+}
+
+// loop returns the loop of a remote built as rk, or nil.
+func (ps *Providers) loop(rk string) *loop {
+	if ps == nil {
+		return nil
+	}
+	return ps.loops[rk]
+}
+
+// remoteKey says what a provider's remote key source is built from: two
+// providers with one key hold the same keys and may share a loop.
+func remoteKey(p *Provider, static []keys.Key) string {
+	h := sha256.New()
+	for _, k := range static {
+		fmt.Fprintf(h, "%s|%s|", k.ID, k.Alg)
+		switch pub := k.Public.(type) {
+		case []byte:
+			h.Write(pub)
+		default:
+			der, _ := x509.MarshalPKIXPublicKey(pub)
+			h.Write(der)
+		}
+	}
+	return fmt.Sprintf("%s|%s|%s|%v|%x", p.Name, p.JWKSURL, discoveryIssuer(p), p.JWKSRefreshInterval, h.Sum(nil))
 }
 
 // RefreshOnce fetches every remote set once, for "verify" and "validate".

@@ -51,6 +51,12 @@ type TokenSource struct {
 type Admin struct {
 	Listen        string         `yaml:"listen"`
 	RequireClaims map[string]any `yaml:"require_claims"`
+	// AllowAnyVerifiedToken opens the admin API to every token the
+	// providers verify; without it, require_claims must name a claim.
+	AllowAnyVerifiedToken bool `yaml:"allow_any_verified_token"`
+	// Providers, when set, are the only providers whose tokens may call
+	// the admin API (an HS256 partner's tokens, say, never should).
+	Providers []string `yaml:"providers"`
 }
 
 // The store backends (store.backend).
@@ -343,6 +349,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, validateTokenSources(c.TokenSources)...)
 	errs = append(errs, c.validateRoutes()...)
+	errs = append(errs, c.validateAdmin()...)
 	if len(c.Providers) == 0 {
 		add("providers", "at least one provider is required")
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
 // Require is what a verified token must hold on a route: every condition.
@@ -48,8 +50,8 @@ func (r *Require) compile() error {
 
 // Compile checks the accepted values; the error names the claim path.
 func (c *ClaimCondition) Compile() error {
-	if c.Path == "" || slices.Contains(strings.Split(c.Path, "."), "") {
-		return fmt.Errorf("require.claims: %q is not a dotted claim path", c.Path)
+	if !token.ValidPath(c.Path) {
+		return fmt.Errorf("require.claims: %q is not a dotted claim path (a name with dots goes in brackets: [https://example.com/roles])", c.Path)
 	}
 	if len(c.Accept) == 0 {
 		return fmt.Errorf("require.claims.%s: name a value, or a list of accepted values", c.Path)

@@ -332,22 +332,70 @@ func (v *Verifier) classifyClaims(c jwt.MapClaims, err error) error {
 }
 
 // Lookup returns the claim at a dotted path through nested objects, e.g.
-// "realm_access.roles". A top-level claim whose name itself contains dots
-// is never read for a path: it would let a token choose a value the path's
-// nested claim does not have.
+// "realm_access.roles". A name that itself holds dots is written in
+// brackets: "[https://example.com/roles]" is the top-level claim of that
+// name (Auth0's namespaced claims). Without brackets a dot always
+// descends: a top-level claim named "realm_access.roles" is never read for
+// the path realm_access.roles, so a token cannot offer a value its nested
+// claim does not have.
 func Lookup(claims map[string]any, path string) (any, bool) {
 	var cur any = claims
-	for {
+	for path != "" {
 		m, ok := cur.(map[string]any)
 		if !ok {
 			return nil, false
 		}
-		head, rest, more := strings.Cut(path, ".")
-		if cur, ok = m[head]; !ok || !more {
-			return cur, ok
+		var name string
+		if name, path, ok = nextSegment(path); !ok {
+			return nil, false
 		}
-		path = rest
+		if cur, ok = m[name]; !ok {
+			return nil, false
+		}
 	}
+	return cur, true
+}
+
+// nextSegment splits the first name off a claim path: up to the next dot,
+// or a bracketed name and the dot after it.
+func nextSegment(path string) (name, rest string, ok bool) {
+	if strings.HasPrefix(path, "[") {
+		end := strings.IndexByte(path, ']')
+		if end < 0 {
+			return "", "", false
+		}
+		name, rest = path[1:end], path[end+1:]
+		if rest != "" {
+			if rest[0] != '.' {
+				return "", "", false
+			}
+			rest = rest[1:]
+			if rest == "" {
+				return "", "", false
+			}
+		}
+		return name, rest, name != ""
+	}
+	name, rest, more := strings.Cut(path, ".")
+	if name == "" || more && rest == "" {
+		return "", "", false
+	}
+	return name, rest, true
+}
+
+// ValidPath reports whether path is a claim path Lookup reads: names
+// separated by dots, each non-empty, a name with dots in brackets.
+func ValidPath(path string) bool {
+	if path == "" {
+		return false
+	}
+	for path != "" {
+		var ok bool
+		if _, path, ok = nextSegment(path); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Router sends each token to the provider whose issuer equals the token's

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/jwtauthz/jwtauthz/admin"
-	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/config"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 )
@@ -23,40 +22,33 @@ var adminService = adminv1.UserAdmin_ServiceDesc.ServiceName
 // startAdmin starts the admin gRPC API on cfg.Admin.Listen: UserAdmin,
 // grpc.health.v1 (SERVING for "" and the UserAdmin service) and reflection.
 // It returns once the listener is bound and serving has begun; it returns
-// a nil server when admin.listen is "" (the API is off).
+// nil servers when admin.listen is "" (the API is off).
 //
-// The UserAdmin calls authenticate with verifier, which should be the Check
-// path's, and require cfg.Admin.RequireClaims. Health and reflection need
-// no token, as on the main listener, so that probes work; they reveal no
-// user.
-func startAdmin(cfg *config.Config, verifier authz.Verifier, users admin.Users, logger *slog.Logger) (srv *grpc.Server, addr net.Addr, err error) {
+// The UserAdmin calls authenticate with the policy's verifier, which is
+// the Check path's, and its required claims; a reload swaps the policy.
+// Health and reflection need no token, as on the main listener, so that
+// probes work; they reveal no user.
+func startAdmin(cfg *config.Config, p admin.Policy, users admin.Users, logger *slog.Logger) (api *admin.Server, srv *grpc.Server, addr net.Addr, err error) {
 	if cfg.Admin.Listen == "" {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	if len(cfg.Admin.RequireClaims) == 0 {
-		// The config allows it (admin.require_claims), so it is not an error; but every provider
-		// verifies admin tokens, so every user of the mesh could list and
-		// deactivate every other.
-		logger.Warn("admin API open to every verified token: admin.require_claims is empty; set e.g. require_claims: {roles: jwtauthz-admin}")
+		// admin.allow_any_verified_token said so; say what it means.
+		logger.Warn("admin API open to every verified token (admin.allow_any_verified_token): every user of the mesh may list and deactivate users")
 	}
-	as, err := admin.New(admin.Options{
-		Users:         users,
-		Verifier:      verifier,
-		RequireClaims: cfg.Admin.RequireClaims,
-		Logger:        logger,
-	})
+	api, err = admin.New(admin.Options{Users: users, Policy: p, Logger: logger})
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
+		return nil, nil, nil, fmt.Errorf("config: %w", err)
 	}
 	lis, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
+		return nil, nil, nil, fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 	}
 	srv = grpc.NewServer()
-	adminv1.RegisterUserAdminServer(srv, as)
+	adminv1.RegisterUserAdminServer(srv, api)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(adminService, healthpb.HealthCheckResponse_SERVING)
@@ -67,8 +59,8 @@ func startAdmin(cfg *config.Config, verifier authz.Verifier, users admin.Users, 
 			logger.Error("admin gRPC server stopped", "err", err)
 		}
 	}()
-	logger.Info("admin API serving", "admin", lis.Addr().String(), "require_claims", len(cfg.Admin.RequireClaims))
-	return srv, lis.Addr(), nil
+	logger.Info("admin API serving", "admin", lis.Addr().String(), "require_claims", len(cfg.Admin.RequireClaims), "providers", cfg.Admin.Providers)
+	return api, srv, lis.Addr(), nil
 }
 
 // stopAdmin stops the admin API gracefully, closing what is still open

@@ -121,13 +121,18 @@ type answer struct {
 }
 
 func (cc *checkClient) check(ctx context.Context, tok string) (answer, error) {
-	headers := map[string]string{":method": "GET", ":path": "/api", ":authority": "example.com", ":scheme": "http"}
+	return cc.checkAt(ctx, tok, "/api")
+}
+
+// checkAt is check for a request to path.
+func (cc *checkClient) checkAt(ctx context.Context, tok, path string) (answer, error) {
+	headers := map[string]string{":method": "GET", ":path": path, ":authority": "example.com", ":scheme": "http"}
 	if tok != "" {
 		headers["authorization"] = "Bearer " + tok
 	}
 	resp, err := cc.c.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: "GET", Path: "/api", Host: "example.com", Scheme: "http", Protocol: "HTTP/1.1", Headers: headers,
+			Method: "GET", Path: path, Host: "example.com", Scheme: "http", Protocol: "HTTP/1.1", Headers: headers,
 		}},
 	}})
 	if err != nil {

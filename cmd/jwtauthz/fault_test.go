@@ -402,3 +402,37 @@ func TestFaultStoreWriteFailure(t *testing.T) {
 	}
 	checkFile()
 }
+
+// TestReadyWithOneProviderDown: one identity provider's JWKS never loads.
+// Health waits the start-up grace for it, then turns SERVING on the other
+// provider's keys: its users are allowed, the down provider's tokens get
+// 503 keys_unavailable, never an allow.
+func TestReadyWithOneProviderDown(t *testing.T) {
+	s := servetest.New(t)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "down", http.StatusInternalServerError)
+	}))
+	t.Cleanup(down.Close)
+	s.WriteConfig(t, fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: \"\"\nstore: {path: %s}\nproviders:\n"+
+		"  - {name: up, algorithms: [ES256], pem_files: [%s]}\n"+
+		"  - {name: down, issuer: https://down.example, algorithms: [ES256], jwks_url: %s}\n", s.DBPath, s.PublicPEM, down.URL))
+	const grace = 700 * time.Millisecond
+	start := time.Now()
+	svc := startEnv(t, s, serviceOptions{readyGrace: grace})
+	addr := svc.grpcAddr.String()
+	if st := healthStatus(t, addr, authzService); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health at start = %v, want NOT_SERVING while the grace lasts", st)
+	}
+	waitHealth(t, addr, healthpb.HealthCheckResponse_SERVING)
+	if took := time.Since(start); took < grace {
+		t.Errorf("SERVING after %v, before the %v grace", took, grace)
+	}
+	cc := dialCheck(t, addr)
+	if a, err := cc.check(context.Background(), s.Mint(t, "alice", time.Hour)); err != nil || !a.allow {
+		t.Errorf("a user of the provider that is up: %+v %v, want allowed", a, err)
+	}
+	downTok := s.MintWith(t, "bob", signing.Options{TTL: time.Hour, Now: time.Now(), Issuer: "https://down.example"})
+	if a, err := cc.check(context.Background(), downTok); err != nil || a.allow || a.http != 503 || a.reason != "keys_unavailable" {
+		t.Errorf("a token of the provider that is down: %+v %v, want 503 keys_unavailable", a, err)
+	}
+}

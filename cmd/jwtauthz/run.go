@@ -25,15 +25,16 @@ type cliEnv struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":   {"run the ext_authz gRPC service", runServe},
-		"verify":  {"verify one token offline with the service's configuration", runVerify},
-		"keygen":  {"write a fresh signing key pair and JWK Set", runKeygen},
-		"mint":    {"print a signed JWT for tests and demos", runMint},
-		"check":   {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
-		"demo":    {"walk through the service end to end in a temporary directory", runDemo},
-		"users":   {"list, show, deactivate and activate users through the admin API", runUsers},
-		"whoami":  {"serve a stand-in upstream that echoes the identity headers it receives", runWhoami},
-		"version": {"print the version, VCS revision and Go version", runVersion},
+		"serve":    {"run the ext_authz gRPC service", runServe},
+		"verify":   {"verify one token offline with the service's configuration", runVerify},
+		"keygen":   {"write a fresh signing key pair and JWK Set", runKeygen},
+		"mint":     {"print a signed JWT for tests and demos", runMint},
+		"check":    {"send one Envoy-shaped CheckRequest and print the decision", runCheck},
+		"demo":     {"walk through the service end to end in a temporary directory", runDemo},
+		"users":    {"list, show, deactivate and activate users through the admin API", runUsers},
+		"whoami":   {"serve a stand-in upstream that echoes the identity headers it receives", runWhoami},
+		"version":  {"print the version, VCS revision and Go version", runVersion},
+		"validate": {"check a config file as serve would load it, without serving", runValidate},
 	}
 }
 
@@ -70,7 +71,7 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "jwtauthz <command> -h" for a command's flags.`)

@@ -9,6 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -20,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/jwtauthz/jwtauthz/admin"
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/config"
 	"github.com/jwtauthz/jwtauthz/internal/version"
@@ -39,6 +44,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to report NOT_SERVING before stopping, so load balancers move away")
 	logFormat := fs.String("log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	watch := fs.Bool("watch", true, "reload when the config file or a file it names changes (SIGHUP reloads either way)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -49,41 +55,71 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	cfg, err := loadConfigFlag(env, *cfgPath)
+	if err := setMemoryLimit(env.getenv, logger); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	path, err := configFlag(env, *cfgPath)
 	if err != nil {
 		return err
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
 	}
-	if *httpListen == "off" {
-		cfg.HTTPListen = ""
-	} else if *httpListen != "" {
-		cfg.HTTPListen = *httpListen
+	overrides := func(cfg *config.Config) {
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		if *httpListen == "off" {
+			cfg.HTTPListen = ""
+		} else if *httpListen != "" {
+			cfg.HTTPListen = *httpListen
+		}
+		if *db != "" {
+			cfg.Store.Path = *db
+		}
 	}
-	if *db != "" {
-		cfg.Store.Path = *db
-	}
+	overrides(cfg)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config after flags: %w", err)
 	}
 
-	svc, err := startService(ctx, cfg, serviceOptions{logger: logger})
+	svc, err := startService(ctx, cfg, serviceOptions{logger: logger, configPath: path, overrides: overrides, watch: *watch})
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			_ = svc.reload("SIGHUP")
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	logger.Info("shutting down", "drain", *drain)
 	return svc.shutdown(*drain)
 }
 
-// loadConfigFlag loads the file named by --config, or by JWTAUTHZ_CONFIG.
-func loadConfigFlag(env *cliEnv, path string) (*config.Config, error) {
+// configFlag returns the file named by --config, or by JWTAUTHZ_CONFIG.
+func configFlag(env *cliEnv, path string) (string, error) {
 	if path == "" {
 		path = env.getenv("JWTAUTHZ_CONFIG")
 	}
 	if path == "" {
-		return nil, &exitError{code: 2, err: errors.New("no config file: pass --config FILE or set JWTAUTHZ_CONFIG")}
+		return "", &exitError{code: 2, err: errors.New("no config file: pass --config FILE or set JWTAUTHZ_CONFIG")}
+	}
+	return path, nil
+}
+
+// loadConfigFlag loads the file named by --config, or by JWTAUTHZ_CONFIG.
+func loadConfigFlag(env *cliEnv, path string) (*config.Config, error) {
+	path, err := configFlag(env, path)
+	if err != nil {
+		return nil, err
 	}
 	return config.Load(path)
 }
@@ -122,28 +158,56 @@ type serviceOptions struct {
 	logger     *slog.Logger
 	now        func() time.Time // default time.Now
 	httpClient *http.Client     // for JWKS fetches; default one with a timeout
+	// configPath is the file the config came from, read again on reload;
+	// "" when the caller built the config itself (no reload).
+	configPath string
+	// overrides applies serve's flags to a config, the loaded one and
+	// every reloaded one.
+	overrides func(*config.Config)
+	// watch reloads when the config file or a file it names changes.
+	watch bool
+	// readyGrace is how long health waits for every provider's keys before
+	// it turns SERVING with at least one provider's; default readyGrace.
+	readyGrace time.Duration
 }
+
+// readyGrace: at start, health turns SERVING when every provider has
+// keys, or after this long when at least one has, so one identity
+// provider that is down at start does not keep out the users of the
+// others (its tokens get 503 keys_unavailable until its keys load).
+const readyGrace = 10 * time.Second
 
 // service is a running jwtauthz: store, providers, gRPC and HTTP servers.
 type service struct {
-	cfg       *config.Config
 	logger    *slog.Logger
 	store     *store.Engine
-	provs     *config.Providers
+	authz     *authz.Server
+	adminAPI  *admin.Server // nil when admin.listen is ""
+	provs     atomic.Pointer[config.Providers]
+	build     config.BuildOptions
 	grpc      *grpc.Server
 	health    *health.Server
 	http      *http.Server
 	grpcAddr  net.Addr
 	httpAddr  net.Addr     // nil when disabled
-	admin     *grpc.Server // the admin API; nil when admin.listen is ""
+	admin     *grpc.Server // the admin API's server; nil when admin.listen is ""
 	adminAddr net.Addr     // nil when disabled
+	runCtx    context.Context
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when the gRPC server has stopped
+
+	// The config in force and how to read the next one; reloadMu
+	// serialises reloads.
+	reloadMu   sync.Mutex
+	cfg        *config.Config
+	configPath string
+	overrides  func(*config.Config)
+	reloads    *reloadMetrics
 }
 
 // startService opens the store, builds the providers and starts listening.
-// It returns once the listeners are bound; health turns SERVING when every
-// provider has a key and the store was reached.
+// It returns once the listeners are bound; health turns SERVING when the
+// store was reached and the providers have keys (see readyGrace).
 func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (svc *service, err error) {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
@@ -151,13 +215,17 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	if o.now == nil {
 		o.now = time.Now
 	}
+	if o.readyGrace <= 0 {
+		o.readyGrace = readyGrace
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := authz.NewMetrics(reg)
 	v := version.Get()
 	reg.MustRegister(authz.BuildInfo(v.Version, v.Revision, v.GoVersion))
 
-	provs, err := config.BuildProviders(cfg, config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient})
+	build := config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient}
+	provs, err := config.BuildProviders(cfg, build)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -187,7 +255,7 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 		}
 	}
 
-	adminSrv, adminAddr, err := startAdmin(cfg, provs.Router, db, o.logger)
+	adminAPI, adminSrv, adminAddr, err := startAdmin(cfg, config.AdminPolicy(cfg, provs), db, o.logger)
 	if err != nil {
 		lis.Close()
 		if httpLis != nil {
@@ -198,31 +266,45 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	svc = &service{
-		cfg:       cfg,
-		logger:    o.logger,
-		store:     db,
-		provs:     provs,
-		grpc:      grpc.NewServer(),
-		health:    health.NewServer(),
-		grpcAddr:  lis.Addr(),
-		admin:     adminSrv,
-		adminAddr: adminAddr,
-		cancel:    cancel,
-		done:      make(chan struct{}),
+		logger: o.logger,
+		store:  db,
+		authz: authz.New(authz.Options{
+			Users:   db,
+			Now:     o.now,
+			Logger:  o.logger,
+			Metrics: metrics,
+		}, policy),
+		adminAPI:   adminAPI,
+		build:      build,
+		grpc:       grpc.NewServer(),
+		health:     health.NewServer(),
+		grpcAddr:   lis.Addr(),
+		admin:      adminSrv,
+		adminAddr:  adminAddr,
+		runCtx:     runCtx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		cfg:        cfg,
+		configPath: o.configPath,
+		overrides:  o.overrides,
+		reloads:    newReloadMetrics(reg),
 	}
-	authv3.RegisterAuthorizationServer(svc.grpc, authz.New(authz.Options{
-		Users:   db,
-		Now:     o.now,
-		Logger:  o.logger,
-		Metrics: metrics,
-	}, policy))
+	svc.provs.Store(provs)
+	authv3.RegisterAuthorizationServer(svc.grpc, svc.authz)
 	healthpb.RegisterHealthServer(svc.grpc, svc.health)
 	reflection.Register(svc.grpc)
 	svc.setServing(false)
 	reg.MustRegister(authz.ServingGauge(svc.serving))
 
-	provs.Run(runCtx)
-	go svc.watchReady(runCtx)
+	provs.Start(runCtx)
+	go svc.watchReady(runCtx, o.readyGrace)
+	if o.watch && o.configPath != "" {
+		go func() {
+			if err := svc.watch(runCtx); err != nil {
+				o.logger.Error("config watch stopped; reload with SIGHUP", "err", err)
+			}
+		}()
+	}
 	go func() {
 		defer close(svc.done)
 		if err := svc.grpc.Serve(lis); err != nil {
@@ -239,7 +321,7 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 		}()
 	}
 	o.logger.Info("jwtauthz serving", "grpc", svc.grpcAddr.String(), "http", addrString(svc.httpAddr), "admin", addrString(svc.adminAddr),
-		"store", cfg.Store.String(), "providers", len(cfg.Providers))
+		"store", cfg.Store.String(), "providers", len(cfg.Providers), "routes", len(cfg.Routes), "version", v.Version)
 	return svc, nil
 }
 
@@ -250,17 +332,28 @@ func addrString(a net.Addr) string {
 	return a.String()
 }
 
-// watchReady turns health SERVING once every provider has a key and the
-// store was reached. Neither is lost afterwards: a failed refresh keeps
-// the last good keys, and known users are served from memory while etcd is
-// unreachable.
-func (s *service) watchReady(ctx context.Context) {
+// watchReady turns health SERVING once the store was reached and every
+// provider has keys, or, after grace, at least one has. It stays SERVING
+// until shutdown: a failed refresh keeps the last good keys, known users
+// are served from memory while etcd is unreachable, and a reload that adds
+// a provider whose keys have not loaded yet answers that provider's
+// tokens 503 without taking the others out of the mesh.
+func (s *service) watchReady(ctx context.Context, grace time.Duration) {
+	start := time.Now()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if s.provs.Ready() && s.store.Ready() {
+		loaded, total := s.provs.Load().Loaded()
+		switch {
+		case !s.store.Ready():
+		case loaded == total:
 			s.setServing(true)
 			s.logger.Info("ready: every provider has keys and the store is loaded")
+			return
+		case loaded > 0 && time.Since(start) >= grace:
+			s.setServing(true)
+			s.logger.Warn("ready without every provider's keys: their tokens get 503 keys_unavailable until the keys load",
+				"providers_with_keys", loaded, "providers", total, "grace", grace)
 			return
 		}
 		select {
@@ -322,12 +415,13 @@ func (s *service) shutdown(drain time.Duration) error {
 	}
 	<-s.done
 	stopAdmin(s.admin, 5*time.Second) // before the store it reads closes
+	s.reloadMu.Lock()                 // no reload from now on
+	s.provs.Load().Retire(nil)
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
 		cancel()
 	}
-	s.cancel()
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

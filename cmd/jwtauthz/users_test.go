@@ -65,7 +65,7 @@ func startAdminForTest(t *testing.T) *adminFixture {
 	t.Helper()
 	e := servetest.New(t)
 	cfg, provs, db := adminSetup(t, e, "{roles: admin}")
-	srv, addr, err := startAdmin(cfg, provs.Router, db, nil)
+	_, srv, addr, err := startAdmin(cfg, config.AdminPolicy(cfg, provs), db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestStartAdminConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := *cfg
 			tt.edit(&c)
-			srv, addr, err := startAdmin(&c, provs.Router, db, nil)
+			_, srv, addr, err := startAdmin(&c, config.AdminPolicy(&c, provs), db, nil)
 			stopAdmin(srv, time.Second)
 			switch {
 			case tt.wantErr == "" && (err != nil || srv != nil || addr != nil):
@@ -462,7 +462,7 @@ func TestStartAdminConfig(t *testing.T) {
 func TestUsersConfigFileRequireClaims(t *testing.T) {
 	e := servetest.New(t)
 	cfg, provs, db := adminSetup(t, e, "{realm_access.roles: admin, level: 2}")
-	srv, addr, err := startAdmin(cfg, provs.Router, db, nil)
+	_, srv, addr, err := startAdmin(cfg, config.AdminPolicy(cfg, provs), db, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
