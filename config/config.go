@@ -36,6 +36,14 @@ type Config struct {
 	TokenSources         []TokenSource   `yaml:"token_sources"`
 	Routes               []Route         `yaml:"routes"`
 	DefaultRoute         DefaultRoute    `yaml:"default_route"`
+	Tracing              Tracing         `yaml:"tracing"`
+}
+
+// Tracing is tracing.*: OpenTelemetry spans of every Check, exported over
+// OTLP as the standard OTEL_* variables say.
+type Tracing struct {
+	// Enabled turns tracing on; so does OTEL_TRACES_EXPORTER=otlp.
+	Enabled bool `yaml:"enabled"`
 }
 
 // TokenSource is one entry of token_sources: a header (with an optional

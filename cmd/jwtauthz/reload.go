@@ -26,6 +26,7 @@ const reloadDebounce = time.Second
 type reloadMetrics struct {
 	total       *prometheus.CounterVec
 	lastSuccess prometheus.Gauge
+	lastFailure prometheus.Gauge
 }
 
 func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
@@ -38,11 +39,15 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 			Name: "jwtauthz_config_last_reload_success_timestamp_seconds",
 			Help: "Unix time the running config was loaded: at start, then at each successful reload.",
 		}),
+		lastFailure: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "jwtauthz_config_last_reload_failure_timestamp_seconds",
+			Help: "Unix time of the last failed reload; 0 if none. Above the last success: the file on disk is not the config in force.",
+		}),
 	}
 	m.total.WithLabelValues("success")
 	m.total.WithLabelValues("failure")
 	m.lastSuccess.SetToCurrentTime()
-	reg.MustRegister(m.total, m.lastSuccess)
+	reg.MustRegister(m.total, m.lastSuccess, m.lastFailure)
 	return m
 }
 
@@ -57,6 +62,7 @@ func (s *service) reload(trigger string) error {
 	err := s.swapConfig()
 	if err != nil {
 		s.reloads.total.WithLabelValues("failure").Inc()
+		s.reloads.lastFailure.SetToCurrentTime()
 		s.logger.Error("config reload failed; keeping the running config", "trigger", trigger, "config", s.configPath, "err", err)
 		return err
 	}
