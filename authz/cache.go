@@ -31,32 +31,63 @@ func (v *verified) Claim(path string) (any, bool) {
 // cacheShards spreads the cache's lock; a power of two.
 const cacheShards = 64
 
+// DefaultCacheMaxBytes bounds the memory of the verified-token cache when
+// the config names no bound: the default max_entries of small tokens fit
+// in it, and so do fewer large ones (a payload header copies each token's
+// claims), within the Helm chart's memory limit with room.
+const DefaultCacheMaxBytes = 64 << 20
+
 // tokenCache maps the SHA-256 of a token to its verification. A
 // cryptographic hash, because a collision would let one token ride on
 // another's verification. Only successful verifications are stored, so
-// invalid tokens cannot fill it. It is bounded: a full shard first drops
-// expired entries it finds, then an arbitrary one.
+// invalid tokens cannot fill it. It is bounded in entries and in bytes
+// (each entry's estimated size): a full shard first drops expired entries
+// it finds, then arbitrary ones, until the new entry fits.
 type tokenCache struct {
-	perShard int
-	shards   [cacheShards]cacheShard
+	perShard      int
+	bytesPerShard int
+	shards        [cacheShards]cacheShard
 }
 
 type cacheShard struct {
-	mu sync.RWMutex
-	m  map[[sha256.Size]byte]*verified
+	mu    sync.RWMutex
+	m     map[[sha256.Size]byte]*verified
+	bytes int // sum of the entries' sizes
 }
 
-// newTokenCache returns a cache of at most maxEntries tokens, or nil (no
-// cache) when maxEntries is 0.
-func newTokenCache(maxEntries int) *tokenCache {
+// newTokenCache returns a cache of at most maxEntries tokens and about
+// maxBytes bytes (DefaultCacheMaxBytes when 0), or nil (no cache) when
+// maxEntries is 0.
+func newTokenCache(maxEntries, maxBytes int) *tokenCache {
 	if maxEntries <= 0 {
 		return nil
 	}
-	c := &tokenCache{perShard: max(1, maxEntries/cacheShards)}
+	if maxBytes <= 0 {
+		maxBytes = DefaultCacheMaxBytes
+	}
+	c := &tokenCache{perShard: max(1, maxEntries/cacheShards), bytesPerShard: max(1, maxBytes/cacheShards)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[[sha256.Size]byte]*verified)
 	}
 	return c
+}
+
+// entryOverhead is what an entry costs besides its strings and maps: the
+// map slot (key and pointer) and the verified struct.
+const entryOverhead = sha256.Size + 8 + 160
+
+// size estimates the bytes an entry holds. Provider names are shared by
+// every entry of a provider, so not counted.
+func (v *verified) size() int {
+	n := entryOverhead + len(v.username) + len(v.subject) + len(v.payload)
+	for k, val := range v.claims {
+		n += 48 + len(k) + len(val)
+	}
+	for _, sc := range v.scopes {
+		n += 16 + len(sc)
+	}
+	n += 64 * len(v.ruleClaims)
+	return n
 }
 
 func (c *tokenCache) shard(key *[sha256.Size]byte) *cacheShard {
@@ -76,27 +107,37 @@ func (c *tokenCache) get(key *[sha256.Size]byte, now time.Time, keyGen func(prov
 	return v
 }
 
-// put stores v under key.
+// put stores v under key. An entry larger than a shard's byte bound is
+// not stored.
 func (c *tokenCache) put(key *[sha256.Size]byte, v *verified, now time.Time) {
+	size := v.size()
+	if size > c.bytesPerShard {
+		return
+	}
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[*key]; !ok && len(s.m) >= c.perShard {
+	if old, ok := s.m[*key]; ok {
+		s.bytes -= old.size()
+		delete(s.m, *key)
+	}
+	for len(s.m) > 0 && (len(s.m) >= c.perShard || s.bytes+size > c.bytesPerShard) {
 		s.evict(now)
 	}
 	s.m[*key] = v
+	s.bytes += size
 }
 
-// evict makes room for one entry: expired entries among the first few the
-// map yields go first, else the first one (map order is randomised).
+// evict drops one entry: an expired one among the first few the map
+// yields, else the first one (map order is randomised).
 func (s *cacheShard) evict(now time.Time) {
 	const scan = 8
 	var victim [sha256.Size]byte
 	found, n := false, 0
 	for k, v := range s.m {
 		if !now.Before(v.validUntil) {
-			delete(s.m, k)
-			return
+			victim, found = k, true
+			break
 		}
 		if !found {
 			victim, found = k, true
@@ -106,6 +147,7 @@ func (s *cacheShard) evict(now time.Time) {
 		}
 	}
 	if found {
+		s.bytes -= s.m[victim].size()
 		delete(s.m, victim)
 	}
 }

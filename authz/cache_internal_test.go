@@ -10,7 +10,7 @@ import (
 func TestTokenCacheStaysWithinBound(t *testing.T) {
 	const bound, tokens = 1000, 100_000
 	now := time.Unix(1_800_000_000, 0)
-	c := newTokenCache(bound)
+	c := newTokenCache(bound, 0)
 	gen := func(string) uint64 { return 1 }
 	for i := range tokens {
 		var raw [8]byte
@@ -32,7 +32,7 @@ func TestTokenCacheStaysWithinBound(t *testing.T) {
 
 func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	c := newTokenCache(cacheShards)                                                    // one entry per shard
+	c := newTokenCache(cacheShards, 0)                                                 // one entry per shard
 	keyFor := func(b byte) *[sha256.Size]byte { k := [sha256.Size]byte{b}; return &k } // same shard: b % 64
 	c.put(keyFor(0), &verified{validUntil: now.Add(time.Second)}, now)
 	later := now.Add(time.Minute)
@@ -46,7 +46,34 @@ func TestTokenCacheEvictsExpiredFirst(t *testing.T) {
 }
 
 func TestTokenCacheDisabled(t *testing.T) {
-	if newTokenCache(0) != nil {
+	if newTokenCache(0, 0) != nil {
 		t.Error("max_entries 0 must disable the cache")
 	}
+}
+
+// TestTokenCacheBoundedInBytes fills a cache with large entries (a 1.2 KB
+// payload each, as with the payload header on): the bytes held stay under
+// the bound, far below what max_entries alone would allow.
+func TestTokenCacheBoundedInBytes(t *testing.T) {
+	const maxBytes = 1 << 20
+	now := time.Unix(1_800_000_000, 0)
+	c := newTokenCache(100_000, maxBytes)
+	payload := string(make([]byte, 1200))
+	for i := range 100_000 {
+		var raw [8]byte
+		binary.BigEndian.PutUint64(raw[:], uint64(i))
+		key := sha256.Sum256(raw[:])
+		c.put(&key, &verified{provider: "p", username: "user", payload: payload, validUntil: now.Add(time.Hour)}, now)
+	}
+	held, entries := 0, c.len()
+	for i := range c.shards {
+		held += c.shards[i].bytes
+	}
+	if held > maxBytes {
+		t.Errorf("cache holds %d bytes of entries, over its bound of %d", held, maxBytes)
+	}
+	if entries == 0 || entries > maxBytes/1200 {
+		t.Errorf("cache holds %d entries of over 1200 bytes each, want some and at most %d", entries, maxBytes/1200)
+	}
+	t.Logf("%d entries, %d bytes (bound %d)", entries, held, maxBytes)
 }

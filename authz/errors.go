@@ -171,7 +171,7 @@ func Classify(err error) Reason {
 		return ReasonAudience
 	case errors.Is(err, token.ErrSignature):
 		return ReasonInvalidSignature
-	case errors.Is(err, claims.ErrInvalid), errors.Is(err, token.ErrMissingUsername):
+	case errors.Is(err, claims.ErrInvalid), errors.Is(err, token.ErrClaims):
 		return ReasonClaimsSchema
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// The Check's deadline passed while waiting for keys.

@@ -145,9 +145,14 @@ func (p *policy) buildProviderParts(provider string) providerParts {
 
 // strips reports whether a client-sent header must not reach the upstream
 // unless this answer sets it: a configured identity or claim header, or any
-// header with the strip prefix.
+// header with the strip prefix, each compared with "_" read as "-" (WSGI
+// and CGI servers map x_auth_user and x-auth-user to one HTTP_X_AUTH_USER).
+// name is lowercase, as Envoy sends it and headersOf keeps it.
 func (p *policy) strips(name string) bool {
-	if pre := p.Headers.StripPrefix; pre != "" && strings.HasPrefix(name, pre) {
+	if strings.IndexByte(name, '_') >= 0 {
+		name = dashed(name)
+	}
+	if pre := p.stripPrefix; pre != "" && strings.HasPrefix(name, pre) {
 		return true
 	}
 	return p.protected[name]

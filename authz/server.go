@@ -71,6 +71,9 @@ type Policy struct {
 	// policy has a cache of its own, so no answer outlives the policy (its
 	// providers and keys) that verified it.
 	CacheMaxEntries int
+	// CacheMaxBytes bounds the cache's estimated memory; 0 means
+	// DefaultCacheMaxBytes.
+	CacheMaxBytes int
 }
 
 // Options configure a Server: what does not change with its policy.
@@ -93,7 +96,8 @@ type Server struct {
 // policy is a Policy with what is derived from it once.
 type policy struct {
 	*Policy
-	protected   map[string]bool // every header name the answers may set or strip
+	protected   map[string]bool // every header name the answers may set or strip, "_" read as "-"
+	stripPrefix string          // Headers.StripPrefix, "_" read as "-"
 	shared      map[string]providerParts
 	cache       *tokenCache // nil when disabled
 	sources     []TokenSource
@@ -130,7 +134,7 @@ func (s *Server) SetPolicy(p *Policy) {
 }
 
 func compile(p *Policy) *policy {
-	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries), sources: p.TokenSources}
+	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries, p.CacheMaxBytes), sources: p.TokenSources}
 	if len(c.sources) == 0 {
 		c.sources = DefaultTokenSources
 	}
@@ -151,14 +155,15 @@ func compile(p *Policy) *policy {
 	h := p.Headers
 	for _, name := range []string{h.User, h.UserID, h.Provider, h.Payload} {
 		if name != "" {
-			c.protected[name] = true
+			c.protected[dashed(name)] = true
 		}
 	}
 	for _, chs := range p.ClaimHeaders {
 		for _, ch := range chs {
-			c.protected[ch.Header] = true
+			c.protected[dashed(ch.Header)] = true
 		}
 	}
+	c.stripPrefix = dashed(h.StripPrefix)
 	c.shared = map[string]providerParts{}
 	for _, name := range p.Providers {
 		c.shared[name] = c.buildProviderParts(name)
@@ -402,6 +407,9 @@ func requestAttrs(req *authv3.CheckRequest, h requestHeaders) route.Request {
 	r.Path, _, _ = strings.Cut(requestPath(req, h), "?")
 	return r
 }
+
+// dashed reads "_" as "-" in a header name.
+func dashed(name string) string { return strings.ReplaceAll(name, "_", "-") }
 
 func firstValue(h requestHeaders, name string) string {
 	if vals := h.values(name); len(vals) > 0 {

@@ -312,6 +312,7 @@ func Policy(cfg *Config, ps *Providers) (*authz.Policy, error) {
 		TokenSources:         tokenSources(cfg.TokenSources),
 		Routes:               routes,
 		CacheMaxEntries:      cfg.Cache.MaxEntries,
+		CacheMaxBytes:        cfg.Cache.MaxBytes,
 	}, nil
 }
 

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
 // Config is the whole config file. Field tags are the keys; README.md
@@ -102,6 +104,9 @@ func (t EtcdTLS) set() bool { return t.CAFile != "" || t.CertFile != "" || t.Key
 // Cache is the verified-token cache (cache.*).
 type Cache struct {
 	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the cache's estimated memory; 0 means 64 MiB
+	// (authz.DefaultCacheMaxBytes).
+	MaxBytes int `yaml:"max_bytes"`
 }
 
 // Provider is one entry of providers: an issuer and its keys.
@@ -344,6 +349,9 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxEntries < 0 {
 		add("cache.max_entries", "must be 0 (disabled) or more, got %d", c.Cache.MaxEntries)
 	}
+	if c.Cache.MaxBytes < 0 {
+		add("cache.max_bytes", "must be 0 (the default, 64 MiB) or more, got %d", c.Cache.MaxBytes)
+	}
 	for name, v := range map[string]string{
 		"identity_headers.user": c.IdentityHeaders.User, "identity_headers.user_id": c.IdentityHeaders.UserID,
 		"identity_headers.provider": c.IdentityHeaders.Provider, "identity_headers.payload": c.IdentityHeaders.Payload,
@@ -373,7 +381,7 @@ func (c *Config) Validate() error {
 		if p.Issuer == "" {
 			noIssuer++
 		}
-		errs = append(errs, p.validate(key)...)
+		errs = append(errs, p.validate(key, c.identityHeaders())...)
 	}
 	if noIssuer > 1 {
 		add("providers", "%d providers have no issuer; at most one may, since tokens are routed by issuer", noIssuer)
@@ -472,7 +480,7 @@ func checkEndpoint(ep string) (scheme string, err error) {
 
 // validate checks one provider's settings. Its files are read when the
 // provider is built (buildProviders), with errors named the same way.
-func (p *Provider) validate(key string) []error {
+func (p *Provider) validate(key string, identity []string) []error {
 	var errs []error
 	add := func(k, format string, args ...any) {
 		errs = append(errs, &KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
@@ -524,15 +532,32 @@ func (p *Provider) validate(key string) []error {
 		add("username_claim", "must name a claim")
 	}
 	for h, c := range p.ClaimHeaders {
-		if !headerNameRE.MatchString(h) {
+		switch {
+		case !headerNameRE.MatchString(h):
 			add("claim_headers", "%q is not a lowercase HTTP header name", h)
+		case reservedHeaders[dashed(h)]:
+			add("claim_headers."+h, "a claim may not set %s: it is a request header the upstream and Envoy rely on", h)
+		case slices.Contains(identity, dashed(h)):
+			add("claim_headers."+h, "is an identity header (identity_headers); a claim may not overwrite the user's identity")
 		}
-		if c == "" {
-			add("claim_headers."+h, "must name a claim path")
+		if !token.ValidPath(c) {
+			add("claim_headers."+h, "%q is not a claim path (names separated by dots; a name with dots in brackets)", c)
 		}
 	}
 	return errs
 }
+
+// reservedHeaders are request headers no claim may set (compared with "_"
+// read as "-"): the credential, the cookie, and the hop-by-hop and framing
+// headers, whose values a token must never choose.
+var reservedHeaders = map[string]bool{
+	"authorization": true, "proxy-authorization": true, "cookie": true, "host": true,
+	"content-length": true, "transfer-encoding": true, "connection": true, "keep-alive": true,
+	"proxy-connection": true, "proxy-authenticate": true, "te": true, "trailer": true, "upgrade": true, "expect": true,
+}
+
+// dashed reads "_" as "-" in a header name, as the servers behind Envoy do.
+func dashed(name string) string { return strings.ReplaceAll(name, "_", "-") }
 
 // cookieNameRE is an RFC 6265 cookie-name (an RFC 7230 token).
 var cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
@@ -575,6 +600,18 @@ func validateTokenSources(srcs []TokenSource) []error {
 		seen[src] = true
 	}
 	return errs
+}
+
+// identityHeaders are the identity_headers names in use, "_" read as "-".
+func (c *Config) identityHeaders() []string {
+	var out []string
+	ih := c.IdentityHeaders
+	for _, h := range []string{ih.User, ih.UserID, ih.Provider, ih.Payload} {
+		if h != "" {
+			out = append(out, dashed(h))
+		}
+	}
+	return out
 }
 
 // checkAddr checks a host:port listen address; "" is allowed when optional.

@@ -14,8 +14,10 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 )
@@ -37,10 +39,10 @@ var (
 	ErrIssuer      = errors.New("issuer not accepted")
 	ErrAudience    = errors.New("audience not accepted")
 	ErrSignature   = errors.New("invalid signature")
-	// ErrMissingUsername is a claims failure, worded like a schema failure:
-	// the username claim is absent, not a string, too long, or holds control
-	// characters (it becomes a header value and a store key).
-	ErrMissingUsername = errors.New("Invalid JWT schema") //nolint:staticcheck // the product's own wording
+	// ErrClaims is a claims failure found outside the schema, worded like
+	// a schema failure: the claims are not UTF-8, or the username claim is
+	// absent or not a username (see Verifier.username).
+	ErrClaims = errors.New("Invalid JWT schema") //nolint:staticcheck // the product's own wording
 )
 
 // KeySource finds the keys that may verify a token.
@@ -222,23 +224,47 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 }
 
 func (v *Verifier) username(c jwt.MapClaims) (string, error) {
-	u, ok := Lookup(c, v.opts.UsernameClaim)
+	claim := v.opts.UsernameClaim
+	u, ok := Lookup(c, claim)
 	if !ok {
-		return "", fmt.Errorf("%w: %s: missing property (username_claim)", ErrMissingUsername, v.opts.UsernameClaim)
+		return "", fmt.Errorf("%w: %s: missing property (username_claim)", ErrClaims, claim)
 	}
 	s, ok := u.(string)
 	if !ok || s == "" {
-		return "", fmt.Errorf("%w: %s: want a non-empty string (username_claim)", ErrMissingUsername, v.opts.UsernameClaim)
+		return "", fmt.Errorf("%w: %s: want a non-empty string (username_claim)", ErrClaims, claim)
 	}
+	if err := checkUsername(s); err != nil {
+		return "", fmt.Errorf("%w: %s: %v (username_claim)", ErrClaims, claim, err)
+	}
+	return s, nil
+}
+
+// checkUsername refuses what would make one person two users, or two
+// people one: a username becomes a store key and a header value, and HTTP
+// trims header values, so "alice " would be a new user whom the upstream
+// sees as alice. It must be at most MaxUsername bytes of UTF-8 in Unicode
+// NFC, with no control character and no white space at either end.
+func checkUsername(s string) error {
 	if len(s) > MaxUsername {
-		return "", fmt.Errorf("%w: %s: %d bytes, over the limit of %d (username_claim)", ErrMissingUsername, v.opts.UsernameClaim, len(s), MaxUsername)
+		return fmt.Errorf("%d bytes, over the limit of %d", len(s), MaxUsername)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return "", fmt.Errorf("%w: %s: control character %U is not allowed in a username (username_claim)", ErrMissingUsername, v.opts.UsernameClaim, r)
+			return fmt.Errorf("control character %U is not allowed in a username", r)
 		}
 	}
-	return s, nil
+	first, _ := utf8.DecodeRuneInString(s)
+	last, _ := utf8.DecodeLastRuneInString(s)
+	if unicode.IsSpace(first) || unicode.IsSpace(last) {
+		return errors.New("white space at its start or end is not allowed in a username")
+	}
+	if !norm.NFC.IsNormalString(s) {
+		return errors.New("not in Unicode NFC (compose it, as an identity provider should)")
+	}
+	return nil
 }
 
 func verifyAny(m jwt.SigningMethod, signing string, sig []byte, cands []keys.Key) bool {

@@ -222,7 +222,7 @@ func signedByProvider(raw string, p fuzzProvider) bool {
 func documented(err error) bool {
 	for _, want := range []error{
 		token.ErrMalformed, token.ErrAlgorithm, token.ErrExpired, token.ErrNotYetValid,
-		token.ErrIssuer, token.ErrAudience, token.ErrSignature, token.ErrMissingUsername,
+		token.ErrIssuer, token.ErrAudience, token.ErrSignature, token.ErrClaims,
 		keys.ErrUnknownKID, keys.ErrUnavailable, claims.ErrInvalid,
 	} {
 		if errors.Is(err, want) {

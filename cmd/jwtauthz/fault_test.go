@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -434,5 +435,59 @@ func TestReadyWithOneProviderDown(t *testing.T) {
 	downTok := s.MintWith(t, "bob", signing.Options{TTL: time.Hour, Now: time.Now(), Issuer: "https://down.example"})
 	if a, err := cc.check(context.Background(), downTok); err != nil || a.allow || a.http != 503 || a.reason != "keys_unavailable" {
 		t.Errorf("a token of the provider that is down: %+v %v, want 503 keys_unavailable", a, err)
+	}
+}
+
+// TestHTTPListenerBoundsIdleConnections opens 500 connections to
+// http_listen that never send a request: at most maxHTTPConns are
+// accepted, each is closed once its read times out, and the goroutines
+// they held are gone; /metrics still answers.
+func TestHTTPListenerBoundsIdleConnections(t *testing.T) {
+	s := servetest.New(t)
+	const timeout = 400 * time.Millisecond
+	svc := startEnv(t, s, serviceOptions{httpTimeout: timeout})
+	addr := svc.httpAddr.String()
+	if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	before := settledGoroutines(0)
+	var conns []net.Conn
+	for range 500 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	time.Sleep(timeout / 4)
+	peak := runtime.NumGoroutine()
+	if held := peak - before; held > 3*maxHTTPConns {
+		t.Errorf("500 idle connections hold %d goroutines, want at most a few per accepted connection (%d accepted)", held, maxHTTPConns)
+	}
+	// Every accepted connection is closed by the server once its read
+	// deadline passes.
+	closed := 0
+	buf := make([]byte, 1)
+	for _, c := range conns[:maxHTTPConns] {
+		c.SetReadDeadline(time.Now().Add(5 * timeout))
+		if _, err := c.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed < maxHTTPConns/2 {
+		t.Errorf("%d of the first %d idle connections closed by the server, want them closed after %v", closed, maxHTTPConns, timeout)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	after := settledGoroutines(before + 5)
+	t.Logf("goroutines: %d before, %d with 500 idle connections, %d after", before, peak, after)
+	if code, _ := httpGet(t, "http://"+addr+"/healthz"); code != 200 {
+		t.Errorf("/healthz after the idle connections: %d", code)
 	}
 }

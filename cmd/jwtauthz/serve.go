@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -169,6 +170,33 @@ type serviceOptions struct {
 	// readyGrace is how long health waits for every provider's keys before
 	// it turns SERVING with at least one provider's; default readyGrace.
 	readyGrace time.Duration
+	// httpTimeout bounds reading a request of http_listen and keeping an
+	// idle connection; default httpTimeout.
+	httpTimeout time.Duration
+}
+
+// http_listen serves /metrics, /healthz and /readyz: a scraper and probes,
+// a few connections that each send a small request. Every connection is
+// bounded in time and their number is bounded, so idle or slow clients
+// cannot hold goroutines and file descriptors.
+const (
+	httpTimeout   = 10 * time.Second
+	maxHTTPConns  = 64
+	maxHTTPHeader = 16 << 10
+)
+
+func newHTTPServer(h http.Handler, timeout time.Duration) *http.Server {
+	if timeout <= 0 {
+		timeout = httpTimeout
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: timeout / 2,
+		ReadTimeout:       timeout,
+		WriteTimeout:      3 * timeout, // a large /metrics on a slow scraper
+		IdleTimeout:       timeout,
+		MaxHeaderBytes:    maxHTTPHeader,
+	}
 }
 
 // readyGrace: at start, health turns SERVING when every provider has
@@ -313,9 +341,9 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	}()
 	if httpLis != nil {
 		svc.httpAddr = httpLis.Addr()
-		svc.http = &http.Server{Handler: svc.httpHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+		svc.http = newHTTPServer(svc.httpHandler(reg), o.httpTimeout)
 		go func() {
-			if err := svc.http.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := svc.http.Serve(netutil.LimitListener(httpLis, maxHTTPConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				o.logger.Error("HTTP server stopped", "err", err)
 			}
 		}()
