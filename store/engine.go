@@ -519,6 +519,7 @@ func (e *Engine) Flush() error {
 	}
 
 	written, err := e.b.Write(context.Background(), ps)
+	fe := &FlushError{Users: len(ps) - written, Err: err}
 	for i := range ps {
 		p := &ps[i]
 		p.s.mu.Lock()
@@ -528,6 +529,7 @@ func (e *Engine) Flush() error {
 				u.dirty = true
 				p.s.dirty = append(p.s.dirty, u)
 			}
+			fe.Logins += p.Count
 		} else {
 			// Logins during the flush added to the pending state; keep
 			// only what they added.
@@ -542,14 +544,29 @@ func (e *Engine) Flush() error {
 		p.s.mu.Unlock()
 	}
 	if err != nil {
-		return fmt.Errorf("flush %d users: %w", len(ps)-written, err)
+		return fe
 	}
 	return nil
 }
 
+// FlushError is a flush that left users' write-behind state unwritten; it
+// stays pending for the next flush. At Close, what it counts is lost.
+type FlushError struct {
+	Users  int    // users whose state was not written
+	Logins uint64 // logins not added to their login_count
+	Err    error
+}
+
+func (e *FlushError) Error() string {
+	return fmt.Sprintf("flush %d users (%d logins): %v", e.Users, e.Logins, e.Err)
+}
+
+func (e *FlushError) Unwrap() error { return e.Err }
+
 // Close stops the committer (after it committed what was queued) and the
 // write-behind loop, flushes the pending state and closes the backend.
-// Later calls return the first call's result.
+// When only the final flush failed, the error is that *FlushError, which
+// counts what was lost. Later calls return the first call's result.
 //
 // Logins that race with Close may be counted in memory after the final
 // flush; stop serving Checks before closing the store.
@@ -558,9 +575,12 @@ func (e *Engine) Close() error {
 		e.closed.Store(true)
 		close(e.stop)
 		e.loops.Wait()
-		err := errors.Join(e.Flush(), e.b.Close())
-		if err != nil {
-			e.closeErr = fmt.Errorf("close store: %w", err)
+		flushErr, closeErr := e.Flush(), e.b.Close()
+		switch {
+		case closeErr != nil:
+			e.closeErr = fmt.Errorf("close store: %w", errors.Join(flushErr, closeErr))
+		case flushErr != nil:
+			e.closeErr = flushErr // a *FlushError: what was lost
 		}
 	})
 	return e.closeErr

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/jwtauthz/jwtauthz/internal/servetest"
 	"github.com/jwtauthz/jwtauthz/internal/signing"
+	"github.com/jwtauthz/jwtauthz/internal/testlog"
 	adminv1 "github.com/jwtauthz/jwtauthz/proto/jwtauthz/admin/v1"
 	"github.com/jwtauthz/jwtauthz/store/etcd/etcdtest"
 )
@@ -361,5 +365,45 @@ func TestEtcdServiceStartsWithoutEtcd(t *testing.T) {
 	waitHealth(t, addr, healthpb.HealthCheckResponse_SERVING)
 	if r := k.check(t, "early"); !allowed(r) || !r.newUser {
 		t.Errorf("Check once etcd is up = %+v, want allowed, new", r)
+	}
+}
+
+// TestEtcdDownAtShutdown stops a replica while etcd is unreachable and
+// logins wait to be written: the shutdown logs and counts what is lost and
+// succeeds, rather than failing a pod that must go.
+func TestEtcdDownAtShutdown(t *testing.T) {
+	c := newEtcdCluster(t)
+	var logs testlog.Buffer
+	c.env.WriteConfig(t, fmt.Sprintf(`listen: 127.0.0.1:0
+http_listen: ""
+store:
+  backend: etcd
+  etcd: {endpoints: [%s], prefix: %s, dial_timeout: 1s}
+providers:
+  - algorithms: [ES256]
+    pem_files: [%s]
+`, c.etcd.Endpoint(), c.prefix, c.env.PublicPEM))
+	svc, err := startService(context.Background(), c.env.Config(t), serviceOptions{logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(t, svc.grpcAddr.String(), healthpb.HealthCheckResponse_SERVING)
+	k := c.checker(t, svc)
+	for range 3 {
+		if r := k.check(t, "known"); !allowed(r) {
+			t.Fatalf("Check = %+v, want allowed", r)
+		}
+	}
+	c.etcd.Stop()
+	start := time.Now()
+	if err := svc.shutdown(0); err != nil {
+		t.Fatalf("shutdown with etcd down = %v, want nil (counts logged as lost)", err)
+	}
+	t.Logf("shutdown took %v", time.Since(start).Round(time.Millisecond))
+	if got := testutil.ToFloat64(svc.unwritten); got != 2 {
+		t.Errorf("jwtauthz_store_unwritten_logins_total = %v, want 2 (the two logins after the creating one)", got)
+	}
+	if !strings.Contains(logs.String(), `"msg":"store unreachable at shutdown: login counts not written","users":1,"logins":2`) {
+		t.Errorf("log lacks the lost counts:\n%s", logs.String())
 	}
 }

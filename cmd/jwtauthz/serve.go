@@ -231,6 +231,7 @@ type service struct {
 	configPath string
 	overrides  func(*config.Config)
 	reloads    *reloadMetrics
+	unwritten  prometheus.Counter // logins whose counts a shutdown could not write
 }
 
 // startService opens the store, builds the providers and starts listening.
@@ -316,7 +317,12 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 		configPath: o.configPath,
 		overrides:  o.overrides,
 		reloads:    newReloadMetrics(reg),
+		unwritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jwtauthz_store_unwritten_logins_total",
+			Help: "Logins whose last_login and login_count could not be written at shutdown (the store was unreachable).",
+		}),
 	}
+	reg.MustRegister(svc.unwritten)
 	svc.provs.Store(provs)
 	authv3.RegisterAuthorizationServer(svc.grpc, svc.authz)
 	healthpb.RegisterHealthServer(svc.grpc, svc.health)
@@ -422,6 +428,24 @@ func (s *service) httpHandler(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
+// closeStore flushes and closes the store. Counts that cannot be written
+// (etcd unreachable at shutdown) are lost: that is logged and counted, not
+// a failed shutdown, since every user and deactivation is already durable
+// and a stuck store must not keep a draining pod from exiting.
+func (s *service) closeStore() error {
+	err := s.store.Close()
+	var fe *store.FlushError
+	if errors.As(err, &fe) && err == error(fe) {
+		s.unwritten.Add(float64(fe.Logins))
+		s.logger.Warn("store unreachable at shutdown: login counts not written", "users", fe.Users, "logins", fe.Logins, "err", fe.Err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
 // shutdown reports NOT_SERVING, keeps answering for the drain period so
 // Envoy and Kubernetes stop sending, stops gracefully, then flushes and
 // closes the store.
@@ -443,15 +467,19 @@ func (s *service) shutdown(drain time.Duration) error {
 	}
 	<-s.done
 	stopAdmin(s.admin, 5*time.Second) // before the store it reads closes
-	s.reloadMu.Lock()                 // no reload from now on
-	s.provs.Load().Retire(nil)
+	s.cancel()                        // the watcher, readiness and the key refresh loops
+	s.reloadMu.Lock()
+	s.provs.Load().Retire(nil) // waits for the refresh loops
+	s.reloadMu.Unlock()
+	err := s.closeStore()
+	// The HTTP listener last, so a final scrape sees the store's outcome.
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
 		cancel()
 	}
-	if err := s.store.Close(); err != nil {
-		return fmt.Errorf("close store: %w", err)
+	if err != nil {
+		return err
 	}
 	s.logger.Info("stopped")
 	return nil
