@@ -13,6 +13,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -196,6 +198,31 @@ func BenchmarkCheckRoutes(b *testing.B) {
 			}
 			req := request(bearer(tok))
 			req.GetAttributes().GetRequest().GetHttp().Path = "/api/v1/items/42"
+			runChecks(b, start(b, o).client, req)
+		})
+	}
+}
+
+// BenchmarkCheckTracing is BenchmarkCheckCached with tracing off (no
+// tracer: the default) and on, every request sampled through a W3C
+// traceparent, spans batched to an exporter that drops them: what the
+// spans cost beside the export itself.
+func BenchmarkCheckTracing(b *testing.B) {
+	k := benchKeys(b)[2]
+	tok := mint(b, k.method, k.priv, claimsFor("alice"), nil)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) })
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("tracing=%v", on), func(b *testing.B) {
+			o := fixtureOptions{
+				verifier: singleProvider(b, token.Options{Algorithms: []string{k.method.Alg()}}, staticKeys(k.pub)),
+				dbPath:   filepath.Join(b.TempDir(), "bench.db"),
+			}
+			if on {
+				o.tracer = tp.Tracer("bench")
+			}
+			req := request(bearer(tok))
+			req.GetAttributes().GetRequest().GetHttp().GetHeaders()["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 			runChecks(b, start(b, o).client, req)
 		})
 	}

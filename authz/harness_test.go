@@ -17,6 +17,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/internal/tracing"
 	"github.com/jwtauthz/jwtauthz/store"
 	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
@@ -133,7 +135,8 @@ type fixtureOptions struct {
 	metrics      *authz.Metrics
 	tokenSources []authz.TokenSource
 	routes       *route.Table
-	providers    []string // default: "default"
+	providers    []string     // default: "default"
+	tracer       trace.Tracer // nil: tracing off
 }
 
 // identityHeaders are the config's defaults (config.Default).
@@ -187,11 +190,15 @@ func start(t testing.TB, o fixtureOptions) *fixture {
 	if o.headers != nil {
 		h = *o.headers
 	}
-	srv := authz.New(authz.Options{
+	opts := authz.Options{
 		Users:   db,
 		Metrics: o.metrics,
 		Now:     func() time.Time { return *clock.Load() },
-	}, &authz.Policy{
+	}
+	if o.tracer != nil {
+		opts.Tracer, opts.Propagator = o.tracer, tracing.Propagator()
+	}
+	srv := authz.New(opts, &authz.Policy{
 		Verifier:             o.verifier,
 		Headers:              h,
 		ClaimHeaders:         o.claimHeaders,

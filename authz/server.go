@@ -15,6 +15,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/jwtauthz/jwtauthz/authz/route"
@@ -84,6 +86,10 @@ type Options struct {
 	Now        func() time.Time
 	Logger     *slog.Logger
 	Metrics    *Metrics // may be nil
+	// Tracer, when set, makes one span per Check, joined to the trace the
+	// request's headers carry (Propagator); nil: no tracing, and no cost.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Server implements envoy.service.auth.v3.Authorization.
@@ -176,6 +182,11 @@ func compile(p *Policy) *policy {
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	c := checkState{req: req}
+	if s.opts.Tracer != nil {
+		var span trace.Span
+		ctx, span = s.startSpan(ctx, req)
+		defer c.endSpan(span)
+	}
 	resp := s.check(ctx, s.policy.Load(), &c)
 	if m := s.opts.Metrics; m != nil {
 		m.checks.WithLabelValues(c.labels()...).Inc()
@@ -244,6 +255,10 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 	if ruleErr != nil && !c.rule.DryRun {
 		return s.deny(ctx, p, c, withToken(ruleErr, c.cred.raw))
 	}
+	var loginStart time.Time
+	if s.opts.Tracer != nil {
+		loginStart = time.Now()
+	}
 	id, err := s.opts.Users.Login(ctx, store.Login{
 		Provider: v.provider,
 		Username: v.username,
@@ -253,6 +268,9 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 	})
 	if err != nil {
 		return s.deny(ctx, p, c, withToken(errors.Join(errStore, err), c.cred.raw))
+	}
+	if id.New && s.opts.Tracer != nil {
+		s.userCreatedSpan(ctx, v.provider, loginStart)
 	}
 	c.id = &id
 	if m := s.opts.Metrics; m != nil && id.New {

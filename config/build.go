@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/claims"
 	"github.com/jwtauthz/jwtauthz/authz/keys"
@@ -51,6 +53,7 @@ type BuildOptions struct {
 	Logger     *slog.Logger     // default: discard
 	Metrics    *authz.Metrics   // may be nil
 	HTTPClient *http.Client     // for JWKS fetches; nil: a client with a timeout
+	Tracer     trace.Tracer     // spans of JWKS and discovery fetches; nil: none
 	// Reuse, when set, are the providers of the running config: a remote
 	// key source that would be built the same is taken over, keys and
 	// refresh loop, instead of being fetched again.
@@ -107,6 +110,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 					Static:          static,
 					RefreshInterval: p.JWKSRefreshInterval,
 					Client:          o.HTTPClient,
+					Tracer:          o.Tracer,
 					Logger:          logger,
 					OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
 				})}

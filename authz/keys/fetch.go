@@ -9,6 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maxDocumentBytes bounds a JWK Set or a discovery document; real ones are
@@ -126,8 +130,25 @@ type response struct {
 
 // get fetches rawURL, conditionally when last holds validators for it.
 // Errors name what was fetched and the URL, redacted.
-func (r *Remote) get(ctx context.Context, what, rawURL string, last validators, accept string) (response, error) {
+func (r *Remote) get(ctx context.Context, what, rawURL string, last validators, accept string) (resp response, err error) {
 	shown := RedactURL(rawURL)
+	spanName := "jwtauthz.jwks.fetch"
+	if what != "JWKS" {
+		spanName = "jwtauthz.discovery.fetch"
+	}
+	ctx, span := r.opts.Tracer.Start(ctx, spanName, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("url.full", shown)))
+	defer func() {
+		span.SetAttributes(attribute.Bool("jwtauthz.not_modified", resp.notModified))
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
+	return r.doGet(ctx, what, rawURL, shown, last, accept)
+}
+
+func (r *Remote) doGet(ctx context.Context, what, rawURL, shown string, last validators, accept string) (response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return response{}, fmt.Errorf("fetch %s %s: %w", what, shown, scrub(err, rawURL))
@@ -147,6 +168,7 @@ func (r *Remote) get(ctx context.Context, what, rawURL string, last validators, 
 		return response{}, fmt.Errorf("fetch %s %s: %w", what, shown, scrub(err, rawURL))
 	}
 	defer resp.Body.Close()
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 	switch {
 	case resp.StatusCode == http.StatusNotModified && conditional:
 		return response{notModified: true, next: last}, nil

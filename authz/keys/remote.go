@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/time/rate"
 )
 
@@ -57,7 +59,10 @@ type RemoteOptions struct {
 	// min(RefreshInterval, MaxRetryInterval). Default 1s.
 	RetryInterval time.Duration
 	Client        *http.Client // default: a client with HTTPTimeout
-	Logger        *slog.Logger
+	// Tracer makes a span of every fetch, a child of the Check whose
+	// unknown kid started it; default: no spans.
+	Tracer trace.Tracer
+	Logger *slog.Logger
 	// OnRefresh, when set, is called after every fetch with its outcome:
 	// nil for a new set, an unchanged one, or a 304 Not Modified.
 	OnRefresh func(err error)
@@ -112,6 +117,9 @@ func NewRemote(opts RemoteOptions) *Remote {
 	}
 	if opts.RetryInterval <= 0 {
 		opts.RetryInterval = DefaultRetryInterval
+	}
+	if opts.Tracer == nil {
+		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: opts.HTTPTimeout}

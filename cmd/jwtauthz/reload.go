@@ -115,7 +115,7 @@ func (s *service) swapConfig() error {
 }
 
 // fixedKeysUnchanged refuses a reload that changes what only a restart
-// can: the listeners and the store.
+// can: the listeners, the store and tracing.
 func fixedKeysUnchanged(cur, next *config.Config) error {
 	var changed []string
 	if cur.Listen != next.Listen {
@@ -129,6 +129,9 @@ func fixedKeysUnchanged(cur, next *config.Config) error {
 	}
 	if !reflect.DeepEqual(cur.Store, next.Store) {
 		changed = append(changed, "store")
+	}
+	if cur.Tracing != next.Tracing {
+		changed = append(changed, "tracing")
 	}
 	if len(changed) > 0 {
 		return fmt.Errorf("%s cannot change while jwtauthz runs: restart it to apply the new %s", strings.Join(changed, ", "), strings.Join(changed, ", "))

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -28,6 +30,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/admin"
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/tracing"
 	"github.com/jwtauthz/jwtauthz/internal/version"
 	"github.com/jwtauthz/jwtauthz/store"
 )
@@ -85,7 +88,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("config after flags: %w", err)
 	}
 
-	svc, err := startService(ctx, cfg, serviceOptions{logger: logger, configPath: path, overrides: overrides, watch: *watch})
+	svc, err := startService(ctx, cfg, serviceOptions{logger: logger, configPath: path, overrides: overrides, watch: *watch, getenv: env.getenv})
 	if err != nil {
 		return err
 	}
@@ -173,6 +176,8 @@ type serviceOptions struct {
 	// httpTimeout bounds reading a request of http_listen and keeping an
 	// idle connection; default httpTimeout.
 	httpTimeout time.Duration
+	// getenv reads the OTEL_* variables; default: none set.
+	getenv func(string) string
 }
 
 // http_listen serves /metrics, /healthz and /readyz: a scraper and probes,
@@ -231,7 +236,18 @@ type service struct {
 	configPath string
 	overrides  func(*config.Config)
 	reloads    *reloadMetrics
-	unwritten  prometheus.Counter // logins whose counts a shutdown could not write
+	tracer     *sdktrace.TracerProvider // nil when tracing is off
+	unwritten  prometheus.Counter       // logins whose counts a shutdown could not write
+}
+
+// authzOptions are the Check server's options: tracing only when on, so
+// that off costs nothing.
+func authzOptions(db *store.Engine, o serviceOptions, m *authz.Metrics, tracer trace.Tracer) authz.Options {
+	opts := authz.Options{Users: db, Now: o.now, Logger: o.logger, Metrics: m}
+	if tracer != nil {
+		opts.Tracer, opts.Propagator = tracer, tracing.Propagator()
+	}
+	return opts
 }
 
 // startService opens the store, builds the providers and starts listening.
@@ -253,7 +269,23 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	v := version.Get()
 	reg.MustRegister(authz.BuildInfo(v.Version, v.Revision, v.GoVersion))
 
-	build := config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient}
+	if o.getenv == nil {
+		o.getenv = func(string) string { return "" }
+	}
+	var tp *sdktrace.TracerProvider
+	var tracer trace.Tracer
+	if tracing.Enabled(cfg.Tracing.Enabled, o.getenv) {
+		if tp, err = tracing.New(ctx, o.getenv); err != nil {
+			return nil, err
+		}
+		tracer = tp.Tracer("github.com/jwtauthz/jwtauthz")
+		defer func() {
+			if err != nil {
+				_ = tp.Shutdown(context.Background())
+			}
+		}()
+	}
+	build := config.BuildOptions{Now: o.now, Logger: o.logger, Metrics: metrics, HTTPClient: o.httpClient, Tracer: tracer}
 	provs, err := config.BuildProviders(cfg, build)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -295,14 +327,10 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	svc = &service{
-		logger: o.logger,
-		store:  db,
-		authz: authz.New(authz.Options{
-			Users:   db,
-			Now:     o.now,
-			Logger:  o.logger,
-			Metrics: metrics,
-		}, policy),
+		logger:     o.logger,
+		store:      db,
+		authz:      authz.New(authzOptions(db, o, metrics, tracer), policy),
+		tracer:     tp,
 		adminAPI:   adminAPI,
 		build:      build,
 		grpc:       grpc.NewServer(),
@@ -476,6 +504,13 @@ func (s *service) shutdown(drain time.Duration) error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
+		cancel()
+	}
+	if s.tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.tracer.Shutdown(ctx); err != nil {
+			s.logger.Warn("tracing: spans not exported at shutdown", "err", err)
+		}
 		cancel()
 	}
 	if err != nil {
