@@ -151,6 +151,14 @@ func TestAttacks(t *testing.T) {
 		{"username with NUL", rs(with(map[string]any{"username": "vic\x00tim"}), nil), authz.ReasonClaimsSchema},
 		{"username with control characters", rs(with(map[string]any{"username": "victim\r\nx-auth-user: root"}), nil), authz.ReasonClaimsSchema},
 		{"username over 256 bytes", rs(with(map[string]any{"username": strings.Repeat("v", 257)}), nil), authz.ReasonClaimsSchema},
+		// second attack round: usernames that would be a second user the
+		// upstream sees as the first, and payloads read two ways
+		{"username with a trailing space", rs(with(map[string]any{"username": "victim "}), nil), authz.ReasonClaimsSchema},
+		{"username with a leading no-break space", rs(with(map[string]any{"username": "\u00a0victim"}), nil), authz.ReasonClaimsSchema},
+		{"username not in NFC", rs(with(map[string]any{"username": "vi\u0301ctim"}), nil), authz.ReasonClaimsSchema},
+		{"username of invalid UTF-8", raw(`{"alg":"HS256"}`, fmt.Sprintf("{\"username\":\"vic\xfftim\",\"aud\":\"api\",\"exp\":%d}", exp), secret, nil), authz.ReasonClaimsSchema},
+		{"payload of two JSON texts", raw(`{"alg":"HS256"}`, payload("")+`{"username":"root"}`, secret, nil), authz.ReasonMalformed},
+		{"header followed by data", raw(`{"alg":"HS256"} x`, payload(""), secret, nil), authz.ReasonMalformed},
 		{"payload nested 10,000 levels", raw(`{"alg":"HS256"}`, `{"username":"victim","exp":1,"x":`+deep+`}`, secret, nil), authz.ReasonMalformed},
 		{"header with 1,000 entries", raw(string(bigHeader), payload(""), secret, nil), authz.ReasonMalformed},
 		// structure

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -150,6 +152,25 @@ func FuzzVerify(f *testing.F) {
 	other["iss"], other["aud"] = fuzzOtherIssuer, "api"
 	f.Add(mint(jwt.SigningMethodHS512, fuzzOtherSecret, other, nil))
 	f.Add(mint(jwt.SigningMethodHS256, fuzzSecret, other, nil)) // the other provider's token, our secret
+	// The second attack round's shapes: usernames the upstream would see
+	// as another user, and payloads read two ways.
+	for _, user := range []string{"frank ", "\u00a0frank", "fra\u0301nk"} {
+		f.Add(mint(jwt.SigningMethodHS256, fuzzSecret, claimsOf(user), nil))
+	}
+	rawHS256 := func(header, payload string) string {
+		enc := base64.RawURLEncoding.EncodeToString
+		signing := enc([]byte(header)) + "." + enc([]byte(payload))
+		sig, err := jwt.SigningMethodHS256.Sign(signing, fuzzSecret)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return signing + "." + enc(sig)
+	}
+	exp := fuzzNow.Add(time.Hour).Unix()
+	f.Add(rawHS256(`{"alg":"HS256"}`, fmt.Sprintf(`{"username":"frank","exp":%d} {"username":"root"}`, exp)))
+	f.Add(rawHS256(`{"alg":"HS256"} {"alg":"none"}`, fmt.Sprintf(`{"username":"frank","exp":%d}`, exp)))
+	f.Add(rawHS256(`{"alg":"HS256"}`, fmt.Sprintf("{\"username\":\"fr\xffank\",\"exp\":%d}", exp)))
+	f.Add(rawHS256(`{"alg":"HS256"}`, fmt.Sprintf(`{"username":"frank","realm_access.roles":"admin","exp":%d}`, exp)))
 
 	byName := make(map[string]fuzzProvider, len(ps))
 	for _, p := range ps {
