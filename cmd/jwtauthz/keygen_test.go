@@ -36,6 +36,23 @@ func runForTest(t *testing.T, args ...string) (stdout, stderr string, code int) 
 	return out.String(), errOut.String(), code
 }
 
+// assertUsageError checks a command's outcome as a usage error: exit 2,
+// nothing on stdout, and stderr naming each of want.
+func assertUsageError(t *testing.T, stdout, stderr string, code int, want ...string) {
+	t.Helper()
+	if code != 2 {
+		t.Errorf("exit: got %d, want 2", code)
+	}
+	if stdout != "" {
+		t.Errorf("stdout: got %q, want nothing", stdout)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr does not contain %q:\n%s", w, stderr)
+		}
+	}
+}
+
 // keygenForTest runs keygen for alg into a fresh directory and returns it.
 func keygenForTest(t *testing.T, alg string, extra ...string) string {
 	t.Helper()
@@ -320,15 +337,7 @@ func TestKeygenRefusesOverwrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			stdout, stderr, code := runForTest(t, "keygen", "--alg", "EdDSA", "--out", dir)
-			if code != 2 {
-				t.Errorf("exit: got %d, want 2", code)
-			}
-			if !strings.Contains(stderr, path) || !strings.Contains(stderr, "refusing to overwrite") {
-				t.Errorf("stderr does not name %s as refused:\n%s", path, stderr)
-			}
-			if stdout != "" {
-				t.Errorf("stdout: got %q, want nothing", stdout)
-			}
+			assertUsageError(t, stdout, stderr, code, path, "refusing to overwrite")
 			if got, _ := os.ReadFile(path); string(got) != old {
 				t.Errorf("%s was changed to %q", existing, got)
 			}
@@ -360,17 +369,7 @@ func TestKeygenUsageErrors(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "keys")
 			args := append([]string{"keygen", "--out", dir}, tt.args...)
 			stdout, stderr, code := runForTest(t, args...)
-			if code != 2 {
-				t.Errorf("exit: got %d, want 2", code)
-			}
-			for _, want := range tt.wantStderr {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr does not contain %q:\n%s", want, stderr)
-				}
-			}
-			if stdout != "" {
-				t.Errorf("stdout: got %q, want nothing", stdout)
-			}
+			assertUsageError(t, stdout, stderr, code, tt.wantStderr...)
 			if _, err := os.Stat(dir); err == nil {
 				t.Errorf("%s was created", dir)
 			}

@@ -370,17 +370,7 @@ func TestMintRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			stdout, stderr, code := mintForTest(t, tt.args...)
-			if code != 2 {
-				t.Errorf("exit: got %d, want 2", code)
-			}
-			if stdout != "" {
-				t.Errorf("stdout: got %q, want nothing", stdout)
-			}
-			for _, want := range tt.wantStderr {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr does not contain %q:\n%s", want, stderr)
-				}
-			}
+			assertUsageError(t, stdout, stderr, code, tt.wantStderr...)
 		})
 	}
 }

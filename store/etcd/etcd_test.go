@@ -200,22 +200,7 @@ func TestIDsUniqueAcrossReplicas(t *testing.T) {
 			}
 		})
 	}
-	var seen []uint64
-	var after uint64
-	for {
-		finished := done.Load() == int32(len(replicas))
-		page, err := replicas[0].List(context.Background(), "", after, 7)
-		if err != nil {
-			t.Fatalf("List after %d: %v", after, err)
-		}
-		for _, u := range page {
-			seen = append(seen, u.GetId())
-			after = u.GetId()
-		}
-		if len(page) == 0 && finished {
-			break
-		}
-	}
+	seen := storetest.PageWhile(t, replicas[0], func() bool { return done.Load() == int32(len(replicas)) })
 	wg.Wait()
 	close(errc)
 	for err := range errc {

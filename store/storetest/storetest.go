@@ -454,22 +454,7 @@ func testListWhileCreating(t *testing.T, open Opener) {
 		}
 	})
 
-	var seen []uint64
-	var after uint64
-	for {
-		finished := done.Load()
-		page, err := s.List(ctx, "", after, 7)
-		if err != nil {
-			t.Fatalf("List after %d: %v", after, err)
-		}
-		for _, u := range page {
-			seen = append(seen, u.GetId())
-			after = u.GetId()
-		}
-		if len(page) == 0 && finished {
-			break
-		}
-	}
+	seen := PageWhile(t, s, done.Load)
 	wg.Wait()
 	select {
 	case err := <-creatorErr:
@@ -654,4 +639,27 @@ func Benchmark(b *testing.B, s Store) {
 			}
 		})
 	})
+}
+
+// PageWhile pages through s's users, 7 at a time by the last id seen,
+// while users are being created, until finished reports true and a page
+// comes back empty; it returns the ids in the order it saw them.
+func PageWhile(t *testing.T, s Store, finished func() bool) []uint64 {
+	t.Helper()
+	var seen []uint64
+	var after uint64
+	for {
+		last := finished()
+		page, err := s.List(context.Background(), "", after, 7)
+		if err != nil {
+			t.Fatalf("List after %d: %v", after, err)
+		}
+		for _, u := range page {
+			seen = append(seen, u.GetId())
+			after = u.GetId()
+		}
+		if len(page) == 0 && last {
+			return seen
+		}
+	}
 }
