@@ -142,9 +142,29 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if err := filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
 	}
-	routes := hcm.GetRouteConfig().GetVirtualHosts()
-	if len(routes) != 1 || routes[0].GetRoutes()[0].GetRoute().GetCluster() != "upstream" {
-		t.Errorf("routes do not send everything to cluster upstream: %v", routes)
+	vhosts := hcm.GetRouteConfig().GetVirtualHosts()
+	if len(vhosts) != 1 {
+		t.Fatalf("got %d virtual hosts, want 1", len(vhosts))
+	}
+	for _, r := range vhosts[0].GetRoutes() {
+		if r.GetRoute().GetCluster() != "upstream" {
+			t.Errorf("route %v does not go to cluster upstream", r.GetMatch())
+		}
+	}
+
+	// Paths reach ext_authz in normal form, so jwtauthz's 400 bad_path is
+	// never what a real client meets, and no header name has an underscore.
+	if !hcm.GetNormalizePath().GetValue() {
+		t.Error("normalize_path is not true: a /a/../b path would reach jwtauthz as sent (400 bad_path)")
+	}
+	if !hcm.GetMergeSlashes() {
+		t.Error("merge_slashes is not true: a // path would reach jwtauthz as sent (400 bad_path)")
+	}
+	if got := hcm.GetPathWithEscapedSlashesAction(); got != hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT {
+		t.Errorf("path_with_escaped_slashes_action = %v, want UNESCAPE_AND_REDIRECT", got)
+	}
+	if got := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); got != corev3.HttpProtocolOptions_REJECT_REQUEST {
+		t.Errorf("common_http_protocol_options.headers_with_underscores_action = %v, want REJECT_REQUEST (x_auth_user would reach a WSGI upstream as HTTP_X_AUTH_USER)", got)
 	}
 
 	// ext_authz first, the router last: nothing is routed unauthorized.
@@ -178,6 +198,14 @@ func TestEnvoyBootstrap(t *testing.T) {
 	var router routerv3.Router
 	if err := hf[1].GetTypedConfig().UnmarshalTo(&router); err != nil {
 		t.Errorf("router typed_config: %v", err)
+	}
+
+	// Per-route settings of ext_authz: context_extensions that pick a
+	// jwtauthz route, and no route that turns ext_authz off (jwtauthz's
+	// auth: none does that, and still strips spoofed identity headers).
+	exts := envoyContextExtensions(t, &hcm)
+	if got := exts["/billing"]["route"]; got != "billing" {
+		t.Errorf("route /billing context_extensions = %v, want route: billing", exts["/billing"])
 	}
 
 	clusters := map[string]*clusterv3.Cluster{}
@@ -231,6 +259,8 @@ func TestEnvoyBootstrapRejects(t *testing.T) {
 		{"duplicate key", "stat_prefix: ingress_http", "stat_prefix: ingress_http\n                stat_prefix: again", `key "stat_prefix" already set`},
 		{"invalid value in bootstrap", "port_value: 8080", "port_value: 80800", "PortValue"},
 		{"invalid value inside a typed_config", "{code: ServiceUnavailable}", "{code: Empty}", "ExtAuthz"},
+		{"misspelled per-route field", "check_settings:", "check_setting:", `unknown field "check_setting"`},
+		{"unknown enum value of the HttpConnectionManager", "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_REDIRCT", "UNESCAPE_AND_REDIRCT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,6 +278,38 @@ func TestEnvoyBootstrapRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envoyContextExtensions returns, by route (its prefix, path_separated_prefix
+// or path), the context_extensions of the routes that set an
+// ExtAuthzPerRoute, failing the test for one that disables ext_authz or
+// is keyed by another name than the ext_authz filter's.
+func envoyContextExtensions(t *testing.T, hcm *hcmv3.HttpConnectionManager) map[string]map[string]string {
+	t.Helper()
+	const filter = "envoy.filters.http.ext_authz"
+	out := map[string]map[string]string{}
+	for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			m := r.GetMatch()
+			where := m.GetPathSeparatedPrefix() + m.GetPrefix() + m.GetPath()
+			for name, cfg := range r.GetTypedPerFilterConfig() {
+				if name != filter {
+					t.Errorf("route %s: typed_per_filter_config %q is not the ext_authz filter %q", where, name, filter)
+					continue
+				}
+				var per extauthzv3.ExtAuthzPerRoute
+				if err := cfg.UnmarshalTo(&per); err != nil {
+					t.Errorf("route %s: %v", where, err)
+					continue
+				}
+				if per.GetDisabled() {
+					t.Errorf("route %s disables ext_authz; give it a jwtauthz route with auth: none instead", where)
+				}
+				out[where] = per.GetCheckSettings().GetContextExtensions()
+			}
+		}
+	}
+	return out
 }
 
 func socketAddr(a *corev3.Address) string {

@@ -111,6 +111,15 @@ func TestIstioExtensionProvider(t *testing.T) {
 	if g.GetStatusOnError() != "503" {
 		t.Errorf("statusOnError = %q, want 503", g.GetStatusOnError())
 	}
+	// The mesh's proxies hand jwtauthz paths in normal form (else 400
+	// bad_path) and refuse header names with underscores (x_auth_user
+	// reaches a WSGI upstream as HTTP_X_AUTH_USER, as x-auth-user does).
+	if got := mc.GetPathNormalization().GetNormalization(); got != meshv1alpha1.MeshConfig_ProxyPathNormalization_DECODE_AND_MERGE_SLASHES {
+		t.Errorf("pathNormalization.normalization = %v, want DECODE_AND_MERGE_SLASHES", got)
+	}
+	if got := mc.GetDefaultConfig().GetConnectionSettings().GetHttpHeadersWithUnderscoresAction(); got != meshv1alpha1.ProxyConfig_ConnectionSettings_HEADERS_WITH_UNDERSCORES_REJECT_REQUEST {
+		t.Errorf("defaultConfig.connectionSettings.httpHeadersWithUnderscoresAction = %v, want HEADERS_WITH_UNDERSCORES_REJECT_REQUEST", got)
+	}
 }
 
 func TestIstioAuthorizationPolicy(t *testing.T) {
@@ -148,6 +157,8 @@ func TestIstioRejectsTypos(t *testing.T) {
 		{"misspelled provider field", "extension-provider.yaml", "failOpen:", "failopen:", `unknown field "failopen"`},
 		{"unknown provider kind", "extension-provider.yaml", "envoyExtAuthzGrpc:", "envoyExtAuthzGRPC:", `unknown field "envoyExtAuthzGRPC"`},
 		{"misspelled top-level key", "extension-provider.yaml", "meshConfig:", "meshconfig:", `unknown field "meshconfig"`},
+		{"unknown path normalization", "extension-provider.yaml", "normalization: DECODE_AND_MERGE_SLASHES", "normalization: DECODE_AND_MERGE", "DECODE_AND_MERGE"},
+		{"misspelled proxy setting", "extension-provider.yaml", "httpHeadersWithUnderscoresAction:", "headersWithUnderscoresAction:", "headersWithUnderscoresAction"},
 		{"misspelled policy field", "authorization-policy.yaml", "notPaths:", "notPath:", `unknown field "notPath"`},
 		{"unknown action", "authorization-policy.yaml", "\n  action: CUSTOM", "\n  action: EXTERNAL", "EXTERNAL"},
 		{"misspelled metadata field", "authorization-policy.yaml", "namespace: my-app", "namespce: my-app", `unknown field "metadata.namespce"`},
