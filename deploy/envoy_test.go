@@ -134,14 +134,7 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if got, want := socketAddr(ls[0].GetAddress()), "0.0.0.0:8080"; got != want {
 		t.Errorf("listener address = %s, want %s", got, want)
 	}
-	var hcm hcmv3.HttpConnectionManager
-	filters := ls[0].GetFilterChains()[0].GetFilters()
-	if len(filters) != 1 || filters[0].GetName() != "envoy.filters.network.http_connection_manager" {
-		t.Fatalf("listener filters = %v, want one http_connection_manager", filters)
-	}
-	if err := filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-		t.Fatal(err)
-	}
+	hcm := envoyHTTPConnectionManager(t, b)
 	vhosts := hcm.GetRouteConfig().GetVirtualHosts()
 	if len(vhosts) != 1 {
 		t.Fatalf("got %d virtual hosts, want 1", len(vhosts))
@@ -203,7 +196,7 @@ func TestEnvoyBootstrap(t *testing.T) {
 	// Per-route settings of ext_authz: context_extensions that pick a
 	// jwtauthz route, and no route that turns ext_authz off (jwtauthz's
 	// auth: none does that, and still strips spoofed identity headers).
-	exts := envoyContextExtensions(t, &hcm)
+	exts := envoyContextExtensions(t, hcm)
 	if got := exts["/billing"]["route"]; got != "billing" {
 		t.Errorf("route /billing context_extensions = %v, want route: billing", exts["/billing"])
 	}
@@ -278,6 +271,21 @@ func TestEnvoyBootstrapRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// envoyHTTPConnectionManager returns the HttpConnectionManager of the
+// bootstrap's one listener.
+func envoyHTTPConnectionManager(t *testing.T, b *bootstrapv3.Bootstrap) *hcmv3.HttpConnectionManager {
+	t.Helper()
+	var hcm hcmv3.HttpConnectionManager
+	filters := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()
+	if len(filters) != 1 || filters[0].GetName() != "envoy.filters.network.http_connection_manager" {
+		t.Fatalf("listener filters = %v, want one http_connection_manager", filters)
+	}
+	if err := filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	return &hcm
 }
 
 // envoyContextExtensions returns, by route (its prefix, path_separated_prefix

@@ -121,7 +121,7 @@ func renderChartDir(t *testing.T, dir string, valuesFiles []string, set ...strin
 }
 
 // valueSets are the chart's ci/ values files, each rendered and checked.
-var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml", "etcd-values.yaml", "etcd-hpa-values.yaml"}
+var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml", "etcd-values.yaml", "etcd-hpa-values.yaml", "routes-values.yaml"}
 
 func TestChartLint(t *testing.T) {
 	if out, err := helm(t, "lint", "--strict", "--kube-version", kubeVersion, chartDir); err != nil {

@@ -102,6 +102,11 @@ which every render includes, runs them once.
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $minGrace) }}
 {{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must be more than drainSeconds + 15 (%d): after SIGTERM jwtauthz drains for drainSeconds, stops gRPC gracefully (up to 10s) and flushes its store; a shorter grace period kills it mid-flush." (int .Values.terminationGracePeriodSeconds) $minGrace) }}
 {{- end }}
+{{- with .Values.config.admin }}
+{{- if and .listen (not .require_claims) (not .allow_any_verified_token) }}
+{{- fail (printf "\n\nconfig.admin.listen is %q, but config.admin.require_claims is empty: every token the providers verify could list, deactivate and activate users. Name a claim the admin's token must hold (e.g. require_claims: {realm_access.roles: jwtauthz-admin}), or set config.admin.allow_any_verified_token: true if every verified token may (jwtauthz refuses the config otherwise)." .listen) }}
+{{- end }}
+{{- end }}
 {{- $keysDir := include "jwtauthz.keysDir" . }}
 {{- $hasKeys := or .Values.keys.secretName .Values.keys.configMapName }}
 {{- range $i, $p := .Values.config.providers }}
