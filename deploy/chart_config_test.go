@@ -1,7 +1,12 @@
 package deploy_test
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
 )
 
 // TestChartConfigLoads checks that the config file the Helm chart renders
@@ -299,5 +305,55 @@ func TestChartAdminAnyVerifiedToken(t *testing.T) {
 	}
 	if _, err := config.Parse(closed); err == nil || !strings.Contains(err.Error(), key) {
 		t.Errorf("config.Parse: %v, want an error naming %s", err, key)
+	}
+}
+
+// TestChartConfigValidates runs the chart README's CI recipe: render the
+// values, take config.yaml out of the ConfigMap and run `jwtauthz
+// validate` on it, which loads it as serve would (the JWK Set fetched).
+// It passes for good values and fails, naming the key, for values that the
+// schema cannot refuse but jwtauthz does.
+func TestChartConfigValidates(t *testing.T) {
+	t.Parallel()
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(servetest.New(t).JWKS(t))
+	}))
+	defer idp.Close()
+	values := func(requireProvider string) string {
+		return writeValues(t, fmt.Sprintf(`config:
+  providers:
+    - name: idp
+      issuer: https://idp.example.test
+      algorithms: [ES256]
+      jwks_url: %s
+  routes:
+    - {name: health, match: {paths: [/healthz]}, auth: none}
+    - {name: billing, match: {context_extensions: {route: billing}}, require: {scopes: [billing], providers: [%s]}}
+`, idp.URL, requireProvider))
+	}
+	validate := func(t *testing.T, valuesFile string) (string, error) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(chartConfig(t, valuesFile)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return jwtauthzCmd(t, "validate", "--config", path)
+	}
+
+	out, err := validate(t, values("idp"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"valid: ", "idp: issuer https://idp.example.test; algorithms ES256; 1 key from jwks_url", "health: paths /healthz", "billing: context_extensions map[route:billing]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate printed no %q:\n%s", want, out)
+		}
+	}
+
+	out, err = validate(t, values("idq"))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(err.Error(), "routes[1].require.providers[0]") {
+		t.Errorf("validate of a route requiring an unknown provider: %v, want exit status 1 naming routes[1].require.providers[0]\n%s", err, out)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -315,6 +317,10 @@ func TestChartRender(t *testing.T) {
 // authzHealth is the gRPC health service the readiness probe names.
 const authzHealth = "envoy.service.auth.v3.Authorization"
 
+// configPath is where the pod reads its config file, in the mounted
+// ConfigMap's directory.
+const configPath = "/etc/jwtauthz/config/config.yaml"
+
 // checkWorkload asserts what every rendering must hold: the probes, ports,
 // security context and mounted config, and per store backend: bolt's single
 // replica on its volume, etcd's replicas with no volume and every file its
@@ -423,8 +429,8 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if len(c.Command) != 0 {
 		t.Errorf("command = %v, want none (the image's ENTRYPOINT is jwtauthz serve)", c.Command)
 	}
-	if !slices.Contains(c.Args, "--config=/etc/jwtauthz/config.yaml") {
-		t.Errorf("args = %v, want --config=/etc/jwtauthz/config.yaml", c.Args)
+	if !slices.Contains(c.Args, "--config="+configPath) {
+		t.Errorf("args = %v, want --config=%s", c.Args, configPath)
 	}
 	var drain time.Duration
 	for _, a := range c.Args {
@@ -439,9 +445,12 @@ func checkWorkload(t *testing.T, m *manifests) {
 		t.Errorf("terminationGracePeriodSeconds = %v, --drain = %v: the grace period must outlast the drain and the graceful stop", grace, drain)
 	}
 
+	// The config's directory, not a subPath: the kubelet updates a
+	// ConfigMap volume in place, which jwtauthz reloads, but never a
+	// subPath mount.
 	mount := volumeMount(c, "config")
-	if mount == nil || mount.MountPath != "/etc/jwtauthz/config.yaml" || mount.SubPath != "config.yaml" || !mount.ReadOnly {
-		t.Errorf("config mount = %+v, want config.yaml read-only at /etc/jwtauthz/config.yaml", mount)
+	if mount == nil || mount.MountPath != filepath.Dir(configPath) || mount.SubPath != "" || !mount.ReadOnly {
+		t.Errorf("config mount = %+v, want the ConfigMap read-only at %s, without subPath", mount, filepath.Dir(configPath))
 	}
 	v := volume(pod, "config")
 	if v == nil || v.ConfigMap == nil {
@@ -491,8 +500,17 @@ func checkWorkload(t *testing.T, m *manifests) {
 			t.Errorf("data mount = %+v, want /data, writable", dm)
 		}
 	}
-	if pod.Annotations["checksum/config"] == "" {
-		t.Error("no checksum/config annotation: a config change would not roll the pod")
+	// Nothing on the pod template changes with the config or the chart's
+	// version (TestPodTemplateStable renders both).
+	for k := range pod.Annotations {
+		if strings.HasPrefix(k, "checksum/") {
+			t.Errorf("pod annotation %s: a config change would restart the pods, which reload it in place", k)
+		}
+	}
+	for _, k := range []string{"helm.sh/chart", "app.kubernetes.io/version"} {
+		if _, ok := pod.Labels[k]; ok {
+			t.Errorf("pod label %s: a chart or app version bump would restart the pods for nothing", k)
+		}
 	}
 
 	pdb := m.pdbs[0]
@@ -612,4 +630,56 @@ func checkPVC(t *testing.T, m *manifests, storageClass, size string) {
 	if !slices.Equal(spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
 		t.Errorf("accessModes = %v, want [ReadWriteOnce]", spec.AccessModes)
 	}
+}
+
+// TestPodTemplateStable checks that what jwtauthz reloads in place (the
+// config) and what concerns the chart alone (its version) leave the pod
+// template as it was, so that a helm upgrade changing only them restarts
+// no pod; and that the image, which does need new pods, changes it.
+func TestPodTemplateStable(t *testing.T) {
+	podTemplate := func(t *testing.T, dir string, values []string, set ...string) *corev1.PodTemplateSpec {
+		t.Helper()
+		out, err := renderChartDir(t, dir, values, set...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return decodeManifests(t, out).workload(t).pod
+	}
+	base := podTemplate(t, chartDir, nil)
+	bumped := copyChart(t, func(rel string, data []byte) (string, []byte) {
+		if rel == "Chart.yaml" {
+			data = regexp.MustCompile(`(?m)^version: .*$`).ReplaceAll(data, []byte("version: 99.0.0"))
+		}
+		return rel, data
+	})
+	newConfig := writeValues(t, `config:
+  cache: {max_entries: 5}
+  providers:
+    - name: default
+      algorithms: [RS512, PS512]
+      pem_files: [/etc/jwtauthz/keys/public.pem, /etc/jwtauthz/keys/public-next.pem]
+      leeway: 1m
+  routes:
+    - {name: health, match: {paths: [/healthz]}, auth: none}
+  default_route: {mode: dry_run}
+`)
+	for _, tt := range []struct {
+		name   string
+		dir    string
+		values []string
+	}{
+		{"config change", chartDir, []string{newConfig}},
+		{"chart version bump", bumped, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := gocmp.Diff(base, podTemplate(t, tt.dir, tt.values)); diff != "" {
+				t.Errorf("the pod template changed, which would restart every pod (-before +after):\n%s", diff)
+			}
+		})
+	}
+	t.Run("image change", func(t *testing.T) {
+		if gocmp.Equal(base, podTemplate(t, chartDir, nil, "image.tag=9.9.9")) {
+			t.Error("a new image tag left the pod template unchanged")
+		}
+	})
 }

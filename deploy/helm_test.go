@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,4 +148,32 @@ func chartAppVersion(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return c.AppVersion
+}
+
+// copyChart copies the chart into a temporary directory and returns the
+// copy's path; edit sees each file's path relative to the chart and its
+// content, and returns the path and content to write.
+func copyChart(t *testing.T, edit func(rel string, data []byte) (string, []byte)) string {
+	t.Helper()
+	src := filepath.Join(repoRoot, chartDir)
+	dst := filepath.Join(t.TempDir(), "jwtauthz")
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, data = edit(rel, data)
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

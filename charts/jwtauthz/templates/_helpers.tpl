@@ -4,6 +4,7 @@ agree on these.
 */}}
 {{- define "jwtauthz.grpcPort" -}}9001{{- end }}
 {{- define "jwtauthz.httpPort" -}}9090{{- end }}
+{{- define "jwtauthz.configDir" -}}/etc/jwtauthz/config{{- end }}
 {{- define "jwtauthz.keysDir" -}}/etc/jwtauthz/keys{{- end }}
 {{- define "jwtauthz.dbPath" -}}/data/jwtauthz.db{{- end }}
 {{- define "jwtauthz.etcdTLSDir" -}}/etc/jwtauthz/etcd-tls{{- end }}
@@ -42,6 +43,18 @@ unless the release name already contains it.
 helm.sh/chart: {{ include "jwtauthz.chart" . }}
 {{ include "jwtauthz.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jwtauthz
+{{- end }}
+
+{{/*
+Labels of the pod template: the selector labels and what never changes.
+Not helm.sh/chart or app.kubernetes.io/version, which change with every
+chart or image bump: on the pod template, a changed label restarts every
+pod (the image tag restarts them anyway when it changes).
+*/}}
+{{- define "jwtauthz.podLabels" -}}
+{{ include "jwtauthz.selectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: jwtauthz
 {{- end }}

@@ -9,18 +9,19 @@ and the default anti-affinity.
 {{- $tls := .Values.store.etcd.tls }}
 {{- $auth := .Values.store.etcd.auth -}}
 metadata:
+  # No chart version, app version or config checksum here: a change to the
+  # pod template restarts every pod, and none of these needs it. jwtauthz
+  # reloads its config and key files in place when the kubelet updates
+  # their volumes; an image change restarts the pods by itself.
   labels:
-    {{- include "jwtauthz.labels" . | nindent 4 }}
+    {{- include "jwtauthz.podLabels" . | nindent 4 }}
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with .Values.podAnnotations }}
   annotations:
-    # Roll the pods when the config changes (it is mounted with subPath,
-    # which a running pod never sees updated).
-    checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
-    {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "jwtauthz.serviceAccountName" . }}
   automountServiceAccountToken: false
@@ -45,7 +46,7 @@ spec:
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       # The image's entrypoint is `jwtauthz serve`.
       args:
-        - --config=/etc/jwtauthz/config.yaml
+        - --config={{ include "jwtauthz.configDir" . }}/config.yaml
         - --drain={{ .Values.drainSeconds }}s
         - --log-format=json
         - --log-level={{ .Values.logLevel }}
@@ -109,9 +110,11 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       volumeMounts:
+        # The whole ConfigMap as a directory, not config.yaml by subPath: the
+        # kubelet updates a directory in place (an atomic ..data symlink swap,
+        # which jwtauthz watches for), but never a subPath mount.
         - name: config
-          mountPath: /etc/jwtauthz/config.yaml
-          subPath: config.yaml
+          mountPath: {{ include "jwtauthz.configDir" . }}
           readOnly: true
         {{- if or .Values.keys.secretName .Values.keys.configMapName }}
         - name: keys
