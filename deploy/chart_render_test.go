@@ -63,7 +63,7 @@ func TestChartRender(t *testing.T) {
 				checkKeysVolume(t, m, "idp-keys", "partner-keys")
 				checkPVC(t, m, "fast-ssd", "5Gi")
 				// The admin API is on: a named port on the Service and container.
-				if p := servicePort(m.services[0], "grpc-admin"); p == nil || p.Port != 9002 || deref(p.AppProtocol) != "grpc" {
+				if p := servicePort(m.service(t, release), "grpc-admin"); p == nil || p.Port != 9002 || deref(p.AppProtocol) != "grpc" {
 					t.Errorf("Service port grpc-admin = %+v, want 9002 appProtocol grpc", p)
 				}
 				if !slices.ContainsFunc(container(t, m).Ports, func(p corev1.ContainerPort) bool { return p.Name == "grpc-admin" && p.ContainerPort == 9002 }) {
@@ -162,6 +162,7 @@ func TestChartRender(t *testing.T) {
 			name:     "etcd, three replicas, TLS and auth",
 			values:   []string{"ci/etcd-values.yaml"},
 			workload: "Deployment",
+			kinds:    []string{"Service"}, // the headless one
 			check: func(t *testing.T, m *manifests) {
 				d := m.deployments[0]
 				if got := deref(d.Spec.Replicas); got != 3 {
@@ -255,6 +256,38 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
+			// A standalone Envoy's STRICT_DNS cluster sees every replica.
+			name:     "etcd, headless Service",
+			values:   []string{"ci/etcd-hpa-values.yaml"},
+			set:      []string{"service.headless.enabled=true"},
+			workload: "Deployment",
+			kinds:    []string{"HorizontalPodAutoscaler", "PrometheusRule", "Service", "ServiceMonitor"},
+			check: func(t *testing.T, m *manifests) {
+				h := m.service(t, release+"-headless")
+				if h.Spec.ClusterIP != corev1.ClusterIPNone || h.Spec.PublishNotReadyAddresses || h.Spec.Type != "" && h.Spec.Type != corev1.ServiceTypeClusterIP {
+					t.Errorf("headless Service spec = %+v, want clusterIP None, type ClusterIP, only Ready pods", h.Spec)
+				}
+				if !labelsMatch(h.Spec.Selector, m.workload(t).pod.Labels) {
+					t.Errorf("headless Service selector %v does not match the pod labels", h.Spec.Selector)
+				}
+				if ps := h.Spec.Ports; len(ps) != 1 || ps[0].Name != "grpc" || ps[0].Port != 9001 || ps[0].TargetPort.String() != "grpc" || deref(ps[0].AppProtocol) != "grpc" {
+					t.Errorf("headless Service ports = %+v, want grpc 9001 only", ps)
+				}
+				// The ServiceMonitor selects both Services by their labels, but
+				// scrapes its port on one only: the pods are scraped once.
+				sm := m.serviceMonitors[0]
+				var scraped []string
+				for _, svc := range m.services {
+					if labelsMatch(sm.Spec.Selector.MatchLabels, svc.Labels) && servicePort(svc, sm.Spec.Endpoints[0].Port) != nil {
+						scraped = append(scraped, svc.Name)
+					}
+				}
+				if !slices.Equal(scraped, []string{release}) {
+					t.Errorf("the ServiceMonitor scrapes through Services %v, want only %s", scraped, release)
+				}
+			},
+		},
+		{
 			name: "etcd, CA only, own affinity",
 			set: []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd.example.internal:2379}", "replicaCount=2",
 				"store.etcd.tls.existingSecret=etcd-ca", "store.etcd.tls.secretKeys.ca=ca.pem", "store.etcd.tls.secretKeys.cert=", "store.etcd.tls.secretKeys.key="},
@@ -335,7 +368,7 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if !labelsMatch(w.selector.MatchLabels, pod.Labels) {
 		t.Errorf("%s selector %v does not match the pod labels %v", w.kind, w.selector.MatchLabels, pod.Labels)
 	}
-	svc := m.services[0]
+	svc := m.service(t, release)
 	if !etcd {
 		if deref(w.replicas) != 1 {
 			t.Errorf("replicas = %d, want 1", deref(w.replicas))

@@ -273,6 +273,50 @@ func TestEnvoyBootstrapRejects(t *testing.T) {
 	}
 }
 
+// TestEnvoyHeadlessCluster checks the chart README's STRICT_DNS cluster for
+// the headless Service: a valid Envoy cluster, strictly decoded, that
+// names the Service the chart renders, on its gRPC port, over HTTP/2, with
+// the gRPC health check every replica answers.
+func TestEnvoyHeadlessCluster(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join(repoRoot, chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := snippet(t, "README.md", string(readme), "# Envoy: static_resources.clusters[], for release jwtauthz in namespace jwtauthz")
+	js, err := yaml.YAMLToJSONStrict([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c clusterv3.Cluster
+	if err := (protojson.UnmarshalOptions{Resolver: protoregistry.GlobalTypes}).Unmarshal(js, &c); err != nil {
+		t.Fatalf("README cluster: %v\n%s", err, block)
+	}
+	if err := validateTree(&c, "cluster"); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := render(t, []string{"ci/etcd-values.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := decodeManifests(t, out).service(t, release+"-headless")
+	want := fmt.Sprintf("%s.%s.svc.cluster.local:%d", h.Name, namespace, servicePort(h, "grpc").Port)
+	if got := clusterEndpoints(&c); got != want {
+		t.Errorf("cluster endpoint = %s, want the headless Service %s", got, want)
+	}
+	if c.GetType() != clusterv3.Cluster_STRICT_DNS {
+		t.Errorf("cluster type = %v, want STRICT_DNS (one endpoint per pod IP)", c.GetType())
+	}
+	var po upstreamhttpv3.HttpProtocolOptions
+	if err := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].UnmarshalTo(&po); err != nil || po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		t.Errorf("cluster is not explicitly HTTP/2 (gRPC needs it): %v", err)
+	}
+	if hcs := c.GetHealthChecks(); len(hcs) != 1 || hcs[0].GetGrpcHealthCheck().GetServiceName() != authzHealth {
+		t.Errorf("health checks = %v, want grpc.health.v1 for %s", hcs, authzHealth)
+	}
+}
+
 // envoyHTTPConnectionManager returns the HttpConnectionManager of the
 // bootstrap's one listener.
 func envoyHTTPConnectionManager(t *testing.T, b *bootstrapv3.Bootstrap) *hcmv3.HttpConnectionManager {

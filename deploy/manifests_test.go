@@ -254,6 +254,18 @@ func configFile(t *testing.T, m *manifests) string {
 	return cm.Data["config.yaml"]
 }
 
+// service returns the rendered Service named name.
+func (m *manifests) service(t *testing.T, name string) *corev1.Service {
+	t.Helper()
+	for _, s := range m.services {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Service %s", name)
+	return nil
+}
+
 func container(t *testing.T, m *manifests) *corev1.Container {
 	t.Helper()
 	cs := m.workload(t).pod.Spec.Containers

@@ -320,7 +320,7 @@ func waitReady(t *testing.T, url string, logs *testlog.Buffer) {
 func checkServiceMonitor(t *testing.T, m *manifests) {
 	t.Helper()
 	sm := m.serviceMonitors[0]
-	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.services[0].Labels) {
+	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.service(t, release).Labels) {
 		t.Error("ServiceMonitor does not select the Service")
 	}
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {

@@ -33,6 +33,11 @@ unless the release name already contains it.
 {{- end }}
 {{- end }}
 
+{{/* The headless Service's name: the full name, cut to leave room for "-headless". */}}
+{{- define "jwtauthz.headlessName" -}}
+{{- printf "%s-headless" (include "jwtauthz.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
 {{/* Chart name and version, for the helm.sh/chart label. */}}
 {{- define "jwtauthz.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
