@@ -57,6 +57,34 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
+			// Keys by discovery only: the default Secret is not mounted, so
+			// the pod does not wait for a Secret nobody needs.
+			name:   "discovery and routes",
+			values: []string{"ci/routes-values.yaml"},
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "", "")
+			},
+		},
+		{
+			// A Secret named on purpose is mounted even when no provider
+			// reads a file from it.
+			name:   "JWKS URL, a Secret named anyway",
+			values: []string{"ci/jwks-url-values.yaml"},
+			set:    []string{"keys.secretName=idp-extra"},
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "idp-extra", "")
+			},
+		},
+		{
+			// The default Secret is mounted as soon as one file is read.
+			name:       "JWKS URL and a claims schema",
+			values:     []string{"ci/jwks-url-values.yaml"},
+			valuesYAML: "config:\n  providers:\n    - {name: idp, algorithms: [RS256], jwks_url: 'https://idp.example/jwks', claims_schema: /etc/jwtauthz/keys/schema.json}\n",
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "jwtauthz-keys", "")
+			},
+		},
+		{
 			name:   "PEM from a Secret",
 			values: []string{"ci/pem-secret-values.yaml"},
 			check: func(t *testing.T, m *manifests) {

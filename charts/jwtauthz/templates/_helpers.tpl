@@ -33,6 +33,34 @@ unless the release name already contains it.
 {{- end }}
 {{- end }}
 
+{{/* The default of keys.secretName, which the chart mounts only when a provider reads a file. */}}
+{{- define "jwtauthz.defaultKeysSecret" -}}jwtauthz-keys{{- end }}
+
+{{/*
+The files the providers read from the keys volume, one per line: pem_files,
+jwks_file, hmac_secret_file and claims_schema.
+*/}}
+{{- define "jwtauthz.keyFiles" -}}
+{{- range .Values.config.providers }}
+{{- range concat (.pem_files | default list) (compact (list (.jwks_file | default "") (.hmac_secret_file | default "") (.claims_schema | default ""))) }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The key Secret to mount, or "". keys.secretName, except that its default
+is not mounted when no provider reads a file (keys from jwks_url or
+discovery only): the pod would wait in ContainerCreating for a Secret
+nobody made or needs. A Secret named on purpose is mounted as asked.
+*/}}
+{{- define "jwtauthz.keysSecret" -}}
+{{- $name := .Values.keys.secretName }}
+{{- if not (and (eq $name (include "jwtauthz.defaultKeysSecret" .)) (not (trim (include "jwtauthz.keyFiles" .)))) }}
+{{- $name }}
+{{- end }}
+{{- end }}
+
 {{/* The headless Service's name: the full name, cut to leave room for "-headless". */}}
 {{- define "jwtauthz.headlessName" -}}
 {{- printf "%s-headless" (include "jwtauthz.fullname" . | trunc 54 | trimSuffix "-") }}
@@ -126,7 +154,7 @@ which every render includes, runs them once.
 {{- end }}
 {{- end }}
 {{- $keysDir := include "jwtauthz.keysDir" . }}
-{{- $hasKeys := or .Values.keys.secretName .Values.keys.configMapName }}
+{{- $hasKeys := or (include "jwtauthz.keysSecret" .) .Values.keys.configMapName }}
 {{- range $i, $p := .Values.config.providers }}
 {{- $files := concat ($p.pem_files | default list) (compact (list ($p.jwks_file | default "") ($p.hmac_secret_file | default "") ($p.claims_schema | default ""))) }}
 {{- range $files }}

@@ -7,7 +7,8 @@ and the default anti-affinity.
 {{- define "jwtauthz.podTemplate" -}}
 {{- $etcd := include "jwtauthz.etcd" . }}
 {{- $tls := .Values.store.etcd.tls }}
-{{- $auth := .Values.store.etcd.auth -}}
+{{- $auth := .Values.store.etcd.auth }}
+{{- $keysSecret := include "jwtauthz.keysSecret" . -}}
 metadata:
   # No chart version, app version or config checksum here: a change to the
   # pod template restarts every pod, and none of these needs it. jwtauthz
@@ -116,7 +117,7 @@ spec:
         - name: config
           mountPath: {{ include "jwtauthz.configDir" . }}
           readOnly: true
-        {{- if or .Values.keys.secretName .Values.keys.configMapName }}
+        {{- if or $keysSecret .Values.keys.configMapName }}
         - name: keys
           mountPath: {{ include "jwtauthz.keysDir" . }}
           readOnly: true
@@ -140,13 +141,13 @@ spec:
     - name: config
       configMap:
         name: {{ include "jwtauthz.fullname" . }}
-    {{- if or .Values.keys.secretName .Values.keys.configMapName }}
+    {{- if or $keysSecret .Values.keys.configMapName }}
     - name: keys
       projected:
         # Readable by the pod's group (fsGroup), not by other users.
         defaultMode: 0440
         sources:
-          {{- with .Values.keys.secretName }}
+          {{- with $keysSecret }}
           - secret:
               name: {{ . }}
           {{- end }}
