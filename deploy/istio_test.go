@@ -267,7 +267,7 @@ func renderNotes(t *testing.T, valuesFiles []string, set ...string) string {
 	for i, f := range valuesFiles {
 		files[i] = f
 		if !filepath.IsAbs(f) {
-			files[i] = filepath.Join(repoRoot, chartDir, f)
+			files[i] = filepath.Join(dst, f)
 		}
 	}
 	args := []string{"template", release, dst, "--namespace", namespace, "--kube-version", kubeVersion, "--show-only", "templates/notes-test.yaml"}
