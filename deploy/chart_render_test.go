@@ -150,7 +150,7 @@ func TestChartRender(t *testing.T) {
 						checkAlertTemplates(t, r)
 					}
 				}
-				want := []string{"JWTAuthzDenyRatioHigh", "JWTAuthzDown", "JWTAuthzJWKSRefreshFailing", "JWTAuthzKeysUnavailable", "JWTAuthzNotServing", "JWTAuthzStoreErrors"}
+				want := []string{"JWTAuthzConfigReloadFailing", "JWTAuthzDenyRatioHigh", "JWTAuthzDown", "JWTAuthzJWKSRefreshFailing", "JWTAuthzKeysUnavailable", "JWTAuthzNotServing", "JWTAuthzStoreErrors"}
 				sort.Strings(alerts)
 				if !slices.Equal(alerts, want) {
 					t.Errorf("alerts = %v, want %v", alerts, want)

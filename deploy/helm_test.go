@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -33,7 +34,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	helmHome = dir
+	flag.Parse()
+	waitPromtool := startPromtoolBuild()
 	code := m.Run()
+	waitPromtool()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -146,7 +146,7 @@ func TestManifestDecodingIsStrict(t *testing.T) {
 		{"wrong case", "", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "readOnlyRootFileSystem"},
 		{"field at the wrong level", "", "      terminationGracePeriodSeconds:", "      terminationGracePeriod:", `unknown field "spec.template.spec.terminationGracePeriod"`},
 		{"misspelled ServiceMonitor field", "", "scrapeTimeout:", "scrape_timeout:", "scrape_timeout"},
-		{"misspelled PrometheusRule field", "", "          for: 15m", "          for_: 15m", "for_"},
+		{"misspelled PrometheusRule field", "", "          for: 10m", "          for_: 10m", "for_"},
 		{"wrong type", "", "replicas: 1", "replicas: one", "replicas"},
 		{"duplicate key", "", "  serviceName: jwtauthz\n", "  serviceName: jwtauthz\n  serviceName: other\n", "already set"},
 		{"misspelled Deployment field", "ci/etcd-values.yaml", "maxSurge: 1", "maxSurge_: 1", `unknown field "spec.strategy.rollingUpdate.maxSurge_"`},
