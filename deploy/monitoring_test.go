@@ -44,8 +44,8 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	for _, name := range []string{
 		"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total",
 		"jwtauthz_jwks_refresh_total", "jwtauthz_jwks_last_success_timestamp_seconds", "jwtauthz_jwks_refresh_interval_seconds",
-		"jwtauthz_token_cache_requests_total", "jwtauthz_serving",
-		"jwtauthz_config_last_reload_success_timestamp_seconds", "jwtauthz_config_last_reload_failure_timestamp_seconds",
+		"jwtauthz_token_cache_requests_total", "jwtauthz_serving", "jwtauthz_build_info",
+		"jwtauthz_config_reloads_total", "jwtauthz_config_last_reload_success_timestamp_seconds", "jwtauthz_config_last_reload_failure_timestamp_seconds",
 	} {
 		if !exported[name] {
 			t.Errorf("jwtauthz does not export %s (the README lists it)", name)
