@@ -484,6 +484,12 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v, want cpu and memory requests and a memory limit", c.Resources)
 	}
+	// The memory limit reaches jwtauthz in bytes, for its GOMEMLIMIT.
+	if e := envVar(c, "JWTAUTHZ_MEMORY_LIMIT"); e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+		e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || e.ValueFrom.ResourceFieldRef.Divisor.String() != "1" ||
+		(e.ValueFrom.ResourceFieldRef.ContainerName != "" && e.ValueFrom.ResourceFieldRef.ContainerName != c.Name) {
+		t.Errorf("JWTAUTHZ_MEMORY_LIMIT = %+v, want resourceFieldRef limits.memory with divisor 1 (bytes)", e)
+	}
 
 	// The container runs `jwtauthz serve` (the image's entrypoint) with the
 	// mounted config, and the grace period outlasts the drain.

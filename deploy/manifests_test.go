@@ -302,6 +302,16 @@ func volumeMount(c *corev1.Container, name string) *corev1.VolumeMount {
 	return nil
 }
 
+// envVar returns the container's environment variable name, or nil.
+func envVar(c *corev1.Container, name string) *corev1.EnvVar {
+	for i, e := range c.Env {
+		if e.Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
 func containerPort(c *corev1.Container, name string) *corev1.ContainerPort {
 	for i, p := range c.Ports {
 		if p.Name == name {

@@ -51,6 +51,15 @@ spec:
         - --drain={{ .Values.drainSeconds }}s
         - --log-format=json
         - --log-level={{ .Values.logLevel }}
+      env:
+        # The container's memory limit in bytes (the node's allocatable
+        # memory when no limit is set): jwtauthz sets the Go runtime's soft
+        # limit (GOMEMLIMIT) to 90% of it, unless GOMEMLIMIT is set.
+        - name: JWTAUTHZ_MEMORY_LIMIT
+          valueFrom:
+            resourceFieldRef:
+              resource: limits.memory
+              divisor: "1"
       ports:
         - name: grpc
           containerPort: {{ include "jwtauthz.grpcPort" . }}
