@@ -72,6 +72,10 @@ func TestChartRefuses(t *testing.T) {
 			wantErr: []string{"/config/default_route/mode", "'enforce', 'dry_run'"}},
 		{name: "admin API open to every token", set: []string{"config.admin.listen=0.0.0.0:9002"},
 			wantErr: []string{`config.admin.listen is "0.0.0.0:9002", but config.admin.require_claims is empty`, "allow_any_verified_token: true"}},
+		{name: "unknown OTLP protocol", set: []string{"tracing.otlp.protocol=http"},
+			wantErr: []string{"/tracing/otlp/protocol", "'grpc', 'http/protobuf'"}},
+		{name: "OTLP endpoint without a scheme", set: []string{"tracing.otlp.endpoint=otel-collector:4317"},
+			wantErr: []string{"/tracing/otlp/endpoint", "does not match pattern"}},
 		{name: "grace period shorter than the drain", set: []string{"terminationGracePeriodSeconds=10"},
 			wantErr: []string{"terminationGracePeriodSeconds (10) must be more than drainSeconds + 15 (20)"}},
 	}

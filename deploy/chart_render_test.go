@@ -169,6 +169,54 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
+			name: "tracing to a Collector",
+			valuesYAML: `tracing:
+  enabled: true
+  otlp:
+    endpoint: http://otel-collector.observability.svc.cluster.local:4317
+    headersSecret: otlp-auth
+  sampler: parentbased_traceidratio
+  samplerArg: "0.1"
+  resourceAttributes: deployment.environment.name=prod
+extraEnv:
+  - {name: OTEL_BSP_MAX_QUEUE_SIZE, value: "4096"}
+`,
+			check: func(t *testing.T, m *manifests) {
+				if !loadedConfig(t, m).Tracing.Enabled {
+					t.Error("config.yaml: tracing.enabled is not true")
+				}
+				c := container(t, m)
+				for name, want := range map[string]string{
+					"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc.cluster.local:4317",
+					"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+					"OTEL_TRACES_SAMPLER":         "parentbased_traceidratio",
+					"OTEL_TRACES_SAMPLER_ARG":     "0.1",
+					"OTEL_RESOURCE_ATTRIBUTES":    "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),deployment.environment.name=prod",
+					"OTEL_BSP_MAX_QUEUE_SIZE":     "4096",
+				} {
+					if e := envVar(c, name); e == nil || e.Value != want {
+						t.Errorf("env %s = %+v, want %q", name, e, want)
+					}
+				}
+				// $(POD_NAME) and $(POD_NAMESPACE) expand only from variables
+				// defined before the one that uses them.
+				pos := map[string]int{}
+				for i, e := range c.Env {
+					pos[e.Name] = i
+				}
+				for _, v := range []struct{ name, field string }{{"POD_NAME", "metadata.name"}, {"POD_NAMESPACE", "metadata.namespace"}} {
+					e := envVar(c, v.name)
+					if e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != v.field || pos[v.name] > pos["OTEL_RESOURCE_ATTRIBUTES"] {
+						t.Errorf("env %s = %+v, want fieldRef %s before OTEL_RESOURCE_ATTRIBUTES", v.name, e, v.field)
+					}
+				}
+				if e := envVar(c, "OTEL_EXPORTER_OTLP_HEADERS"); e == nil || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+					e.ValueFrom.SecretKeyRef.Name != "otlp-auth" || e.ValueFrom.SecretKeyRef.Key != "headers" {
+					t.Errorf("env OTEL_EXPORTER_OTLP_HEADERS = %+v, want Secret otlp-auth key headers", e)
+				}
+			},
+		},
+		{
 			name: "no persistence, image digest",
 			set:  []string{"persistence.enabled=false", "image.digest=sha256:" + strings.Repeat("ab", 32)},
 			check: func(t *testing.T, m *manifests) {
@@ -483,6 +531,11 @@ func checkWorkload(t *testing.T, m *manifests) {
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v, want cpu and memory requests and a memory limit", c.Resources)
+	}
+	// Tracing is off unless asked for, and then set up by both the config
+	// and the OTEL_* variables.
+	if tracing := envVar(c, "OTEL_EXPORTER_OTLP_PROTOCOL") != nil; tracing != loadedConfig(t, m).Tracing.Enabled {
+		t.Errorf("OTEL_* variables set: %v, but config tracing.enabled: %v", tracing, !tracing)
 	}
 	// The memory limit reaches jwtauthz in bytes, for its GOMEMLIMIT.
 	if e := envVar(c, "JWTAUTHZ_MEMORY_LIMIT"); e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||

@@ -60,6 +60,52 @@ spec:
             resourceFieldRef:
               resource: limits.memory
               divisor: "1"
+        {{- with .Values.tracing }}
+        {{- if .enabled }}
+        # OpenTelemetry's standard variables; the config's tracing.enabled
+        # turns the exporter on.
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        {{- $attrs := "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)" }}
+        {{- with .resourceAttributes }}{{ $attrs = printf "%s,%s" $attrs . }}{{ end }}
+        - name: OTEL_RESOURCE_ATTRIBUTES
+          value: {{ $attrs | quote }}
+        {{- with .otlp.endpoint }}
+        - name: OTEL_EXPORTER_OTLP_ENDPOINT
+          value: {{ . | quote }}
+        {{- end }}
+        - name: OTEL_EXPORTER_OTLP_PROTOCOL
+          value: {{ .otlp.protocol | quote }}
+        {{- with .otlp.headersSecret }}
+        - name: OTEL_EXPORTER_OTLP_HEADERS
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: headers
+        {{- end }}
+        {{- with .sampler }}
+        - name: OTEL_TRACES_SAMPLER
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .samplerArg }}
+        - name: OTEL_TRACES_SAMPLER_ARG
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .serviceName }}
+        - name: OTEL_SERVICE_NAME
+          value: {{ . | quote }}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       ports:
         - name: grpc
           containerPort: {{ include "jwtauthz.grpcPort" . }}
