@@ -16,15 +16,18 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 )
@@ -314,6 +317,58 @@ func TestEnvoyHeadlessCluster(t *testing.T) {
 	}
 	if hcs := c.GetHealthChecks(); len(hcs) != 1 || hcs[0].GetGrpcHealthCheck().GetServiceName() != authzHealth {
 		t.Errorf("health checks = %v, want grpc.health.v1 for %s", hcs, authzHealth)
+	}
+}
+
+// TestEnvoyReadmeSnippets checks that the chart README's Envoy snippets
+// decode strictly (field names, enum values, typed configs) and say what
+// envoy.yaml does: the HttpConnectionManager's path and header settings,
+// and the /billing route with its context_extensions.
+func TestEnvoyReadmeSnippets(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadBootstrap(readEnvoyYAML(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := envoyHTTPConnectionManager(t, b)
+	strict := protojson.UnmarshalOptions{Resolver: protoregistry.GlobalTypes}
+
+	js, err := yaml.YAMLToJSONStrict([]byte(snippet(t, "README.md", string(readme), "# HttpConnectionManager")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := strict.Unmarshal(js, &hcm); err != nil {
+		t.Fatalf("README HttpConnectionManager settings: %v", err)
+	}
+	if hcm.GetNormalizePath().GetValue() != want.GetNormalizePath().GetValue() || hcm.GetMergeSlashes() != want.GetMergeSlashes() ||
+		hcm.GetPathWithEscapedSlashesAction() != want.GetPathWithEscapedSlashesAction() ||
+		hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() != want.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() {
+		t.Errorf("README HttpConnectionManager settings %v differ from envoy.yaml's", &hcm)
+	}
+
+	js, err = yaml.YAMLToJSONStrict([]byte(snippet(t, "README.md", string(readme), "# Envoy: route_config.virtual_hosts[].routes")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rc routev3.RouteConfiguration
+	if err := strict.Unmarshal([]byte(`{"virtual_hosts": [{"name": "x", "domains": ["*"], "routes": `+string(js)+`}]}`), &rc); err != nil {
+		t.Fatalf("README route: %v", err)
+	}
+	if err := validateTree(&rc, "README route"); err != nil {
+		t.Fatal(err)
+	}
+	var billing *routev3.Route
+	for _, r := range want.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
+		if r.GetMatch().GetPathSeparatedPrefix() == "/billing" {
+			billing = r
+		}
+	}
+	if diff := cmp.Diff(billing, rc.GetVirtualHosts()[0].GetRoutes()[0], protocmp.Transform()); diff != "" {
+		t.Errorf("README route differs from envoy.yaml's /billing route (-envoy.yaml +README):\n%s", diff)
 	}
 }
 
