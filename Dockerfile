@@ -2,18 +2,27 @@
 #
 # jwtauthz container image: a static binary on distroless, running as non-root.
 #
-#   docker build -t ghcr.io/jwtauthz/jwtauthz:0.1.0 .
+#   docker build --build-arg VERSION=0.1.0 -t ghcr.io/jwtauthz/jwtauthz:0.1.0 .
 #   docker run --rm -p 9001:9001 -p 9090:9090 \
 #     -v "$PWD/config.yaml:/etc/jwtauthz/config.yaml:ro" \
 #     -v "$PWD/keys:/etc/jwtauthz/keys:ro" \
 #     -v jwtauthz-data:/data \
 #     ghcr.io/jwtauthz/jwtauthz:0.1.0
 #
+# VERSION is the release: `jwtauthz version`, jwtauthz_build_info and the
+# image's version label report it ("devel" when not given). Tag the image
+# with the same version; the Helm chart's appVersion names that tag.
+#
 # In a container the config must listen on all interfaces (listen: 0.0.0.0:9001,
 # http_listen: 0.0.0.0:9090; the defaults are loopback) and keep the bbolt
 # store on the /data volume (store.path: /data/jwtauthz.db). The Helm chart in
-# charts/jwtauthz renders such a config. deploy/chart_test.go checks that this
-# file and the chart agree and builds the binary with the same command.
+# charts/jwtauthz renders such a config. jwtauthz reloads its config when the
+# file changes, but a single-file bind mount (as above) goes on showing the old
+# file once an editor replaces it; to have edits reloaded, mount the directory
+# (-v "$PWD/conf:/etc/jwtauthz/config:ro" and, after the image name,
+# --config /etc/jwtauthz/config/config.yaml), as the chart does.
+# deploy/dockerfile_test.go checks that this file and the chart agree and
+# builds the binary with the same command.
 
 FROM golang:1.26 AS build
 WORKDIR /src
@@ -22,17 +31,21 @@ ENV GOTOOLCHAIN=local CGO_ENABLED=0
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
-# Static (no libc for distroless/static), reproducible paths, no symbol tables.
+# Declared after the downloads, so a new version does not redo them.
+ARG VERSION=devel
+# Static (no libc for distroless/static), reproducible paths, no symbol
+# tables, and the release version stamped in.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags='-s -w' -o /out/jwtauthz ./cmd/jwtauthz
+    go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION}" -o /out/jwtauthz ./cmd/jwtauthz
 # The data directory, owned by the runtime user so the volume starts writable.
 RUN mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
+ARG VERSION=devel
 LABEL org.opencontainers.image.title=jwtauthz \
       org.opencontainers.image.description="Envoy/Istio ext_authz service verifying bearer JWTs" \
       org.opencontainers.image.source=https://github.com/jwtauthz/jwtauthz \
-      org.opencontainers.image.version=0.1.0
+      org.opencontainers.image.version=${VERSION}
 COPY --from=build /out/jwtauthz /usr/local/bin/jwtauthz
 COPY --from=build --chown=65532:65532 /out/data /data
 # serve reads the config file named here when --config is absent.

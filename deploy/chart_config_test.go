@@ -1,14 +1,25 @@
 package deploy_test
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/servetest"
 )
 
 // TestChartConfigLoads checks that the config file the Helm chart renders
@@ -64,6 +75,7 @@ func TestChartConfigLoads(t *testing.T) {
 				t.Errorf("admin.listen = %q, want 0.0.0.0:9002", c.Admin.Listen)
 			}
 		}},
+		{"routes-values.yaml", nil}, // TestChartRoutes checks it
 		{"etcd-hpa-values.yaml", func(t *testing.T, c *config.Config) {
 			e := etcdOf(t, c)
 			if !slices.Equal(e.Endpoints, []string{"http://etcd.etcd.svc.cluster.local:2379"}) || e.Prefix != "/jwtauthz/" || e.DialTimeout != 5*time.Second {
@@ -183,4 +195,165 @@ func nonEmpty(ss ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestChartRoutes renders ci/routes-values.yaml and checks that jwtauthz
+// loads the routes, default_route, token_sources and admin settings as the
+// values give them, in order, and that the routes pick what they should,
+// including the route envoy.yaml's /billing context_extensions name.
+func TestChartRoutes(t *testing.T) {
+	t.Parallel()
+	const valuesFile = "ci/routes-values.yaml"
+	data, err := os.ReadFile(filepath.Join(repoRoot, chartDir, valuesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The values, decoded with the config's own types.
+	var values struct {
+		Config struct {
+			Routes       []config.Route       `yaml:"routes"`
+			DefaultRoute config.DefaultRoute  `yaml:"default_route"`
+			TokenSources []config.TokenSource `yaml:"token_sources"`
+			Admin        config.Admin         `yaml:"admin"`
+		} `yaml:"config"`
+	}
+	if err := yamlv3.Unmarshal(data, &values); err != nil {
+		t.Fatal(err)
+	}
+	want := values.Config
+	if len(want.Routes) == 0 {
+		t.Fatalf("%s has no routes", valuesFile)
+	}
+
+	c := parseConfig(t, chartConfig(t, valuesFile))
+	if diff := gocmp.Diff(want.Routes, c.Routes); diff != "" {
+		t.Errorf("routes differ from the values (-values +loaded):\n%s", diff)
+	}
+	if diff := gocmp.Diff(want.DefaultRoute, c.DefaultRoute); diff != "" {
+		t.Errorf("default_route differs from the values (-values +loaded):\n%s", diff)
+	}
+	if diff := gocmp.Diff(want.TokenSources, c.TokenSources); diff != "" {
+		t.Errorf("token_sources differ from the values (-values +loaded):\n%s", diff)
+	}
+	if diff := gocmp.Diff(want.Admin, c.Admin); diff != "" {
+		t.Errorf("admin differs from the values (-values +loaded):\n%s", diff)
+	}
+	if p := c.Providers[0]; !p.Discovery || p.JWKSURL != "" {
+		t.Errorf("provider = %+v, want discovery: true and no jwks_url", p)
+	}
+
+	table, err := config.Routes(c)
+	if err != nil {
+		t.Fatalf("config.Routes: %v", err)
+	}
+	b, err := loadBootstrap(readEnvoyYAML(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	billing := envoyContextExtensions(t, envoyHTTPConnectionManager(t, b))["/billing"]
+	for _, tt := range []struct {
+		method, host, path string
+		ext                map[string]string
+		want               string
+	}{
+		{"GET", "api.example.com", "/healthz", nil, "health"},
+		{"POST", "api.example.com", "/billing/invoices", billing, "billing"},
+		{"GET", "api.example.com", "/api/orders/42", nil, "orders-read"},
+		{"POST", "api.example.com", "/api/orders", nil, "orders-write"},
+		{"GET", "api.example.com", "/api/ordersx", nil, route.DefaultName},
+		{"GET", "admin.example.com:443", "/admin/users", nil, "admin"},
+		{"GET", "api.example.com", "/admin/users", nil, route.DefaultName},
+		{"GET", "api.example.com", "/reports/2026/q1", nil, "reports"},
+		{"GET", "api.example.com", "/billing/invoices", nil, route.DefaultName},
+	} {
+		r := &route.Request{Method: tt.method, Host: tt.host, Path: tt.path, ContextExtensions: tt.ext}
+		if got := table.Match(r).Name; got != tt.want {
+			t.Errorf("%s %s%s (context_extensions %v): route %s, want %s", tt.method, tt.host, tt.path, tt.ext, got, tt.want)
+		}
+	}
+}
+
+// TestChartAdminAnyVerifiedToken checks that admin.allow_any_verified_token
+// reaches the config, where it lets the admin API run without
+// require_claims; and that without either, the chart refuses the values as
+// jwtauthz would refuse the config, naming the same key.
+func TestChartAdminAnyVerifiedToken(t *testing.T) {
+	t.Parallel()
+	out, err := render(t, nil, "config.admin.listen=0.0.0.0:9002", "config.admin.allow_any_verified_token=true", "config.admin.providers={default}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := configFile(t, decodeManifests(t, out))
+	c := parseConfig(t, data)
+	if !c.Admin.AllowAnyVerifiedToken || len(c.Admin.RequireClaims) != 0 || c.Admin.Listen != "0.0.0.0:9002" || !slices.Equal(c.Admin.Providers, []string{"default"}) {
+		t.Errorf("admin = %+v, want listen 0.0.0.0:9002, allow_any_verified_token, providers [default] and no require_claims", c.Admin)
+	}
+
+	const key = "admin.require_claims"
+	_, err = render(t, nil, "config.admin.listen=0.0.0.0:9002")
+	if err == nil || !strings.Contains(err.Error(), "config."+key+" is empty") {
+		t.Errorf("helm template: %v, want a refusal naming config.%s", err, key)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(data), &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["admin"].(map[string]any)["allow_any_verified_token"] = false
+	closed, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Parse(closed); err == nil || !strings.Contains(err.Error(), key) {
+		t.Errorf("config.Parse: %v, want an error naming %s", err, key)
+	}
+}
+
+// TestChartConfigValidates runs the chart README's CI recipe: render the
+// values, take config.yaml out of the ConfigMap and run `jwtauthz
+// validate` on it, which loads it as serve would (the JWK Set fetched).
+// It passes for good values and fails, naming the key, for values that the
+// schema cannot refuse but jwtauthz does.
+func TestChartConfigValidates(t *testing.T) {
+	t.Parallel()
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(servetest.New(t).JWKS(t))
+	}))
+	defer idp.Close()
+	values := func(requireProvider string) string {
+		return writeValues(t, fmt.Sprintf(`config:
+  providers:
+    - name: idp
+      issuer: https://idp.example.test
+      algorithms: [ES256]
+      jwks_url: %s
+  routes:
+    - {name: health, match: {paths: [/healthz]}, auth: none}
+    - {name: billing, match: {context_extensions: {route: billing}}, require: {scopes: [billing], providers: [%s]}}
+`, idp.URL, requireProvider))
+	}
+	validate := func(t *testing.T, valuesFile string) (string, error) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(chartConfig(t, valuesFile)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return jwtauthzCmd(t, "validate", "--config", path)
+	}
+
+	out, err := validate(t, values("idp"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"valid: ", "idp: issuer https://idp.example.test; algorithms ES256; 1 key from jwks_url", "health: paths /healthz", "billing: context_extensions map[route:billing]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate printed no %q:\n%s", want, out)
+		}
+	}
+
+	out, err = validate(t, values("idq"))
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(err.Error(), "routes[1].require.providers[0]") {
+		t.Errorf("validate of a route requiring an unknown provider: %v, want exit status 1 naming routes[1].require.providers[0]\n%s", err, out)
+	}
 }

@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -55,13 +57,41 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
+			// Keys by discovery only: the default Secret is not mounted, so
+			// the pod does not wait for a Secret nobody needs.
+			name:   "discovery and routes",
+			values: []string{"ci/routes-values.yaml"},
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "", "")
+			},
+		},
+		{
+			// A Secret named on purpose is mounted even when no provider
+			// reads a file from it.
+			name:   "JWKS URL, a Secret named anyway",
+			values: []string{"ci/jwks-url-values.yaml"},
+			set:    []string{"keys.secretName=idp-extra"},
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "idp-extra", "")
+			},
+		},
+		{
+			// The default Secret is mounted as soon as one file is read.
+			name:       "JWKS URL and a claims schema",
+			values:     []string{"ci/jwks-url-values.yaml"},
+			valuesYAML: "config:\n  providers:\n    - {name: idp, algorithms: [RS256], jwks_url: 'https://idp.example/jwks', claims_schema: /etc/jwtauthz/keys/schema.json}\n",
+			check: func(t *testing.T, m *manifests) {
+				checkKeysVolume(t, m, "jwtauthz-keys", "")
+			},
+		},
+		{
 			name:   "PEM from a Secret",
 			values: []string{"ci/pem-secret-values.yaml"},
 			check: func(t *testing.T, m *manifests) {
 				checkKeysVolume(t, m, "idp-keys", "partner-keys")
 				checkPVC(t, m, "fast-ssd", "5Gi")
 				// The admin API is on: a named port on the Service and container.
-				if p := servicePort(m.services[0], "grpc-admin"); p == nil || p.Port != 9002 || deref(p.AppProtocol) != "grpc" {
+				if p := servicePort(m.service(t, release), "grpc-admin"); p == nil || p.Port != 9002 || deref(p.AppProtocol) != "grpc" {
 					t.Errorf("Service port grpc-admin = %+v, want 9002 appProtocol grpc", p)
 				}
 				if !slices.ContainsFunc(container(t, m).Ports, func(p corev1.ContainerPort) bool { return p.Name == "grpc-admin" && p.ContainerPort == 9002 }) {
@@ -120,7 +150,7 @@ func TestChartRender(t *testing.T) {
 						checkAlertTemplates(t, r)
 					}
 				}
-				want := []string{"JWTAuthzDenyRatioHigh", "JWTAuthzDown", "JWTAuthzJWKSRefreshFailing", "JWTAuthzKeysUnavailable", "JWTAuthzNotServing", "JWTAuthzStoreErrors"}
+				want := []string{"JWTAuthzConfigReloadFailing", "JWTAuthzDenyRatioHigh", "JWTAuthzDown", "JWTAuthzJWKSRefreshFailing", "JWTAuthzKeysUnavailable", "JWTAuthzNotServing", "JWTAuthzStoreErrors"}
 				sort.Strings(alerts)
 				if !slices.Equal(alerts, want) {
 					t.Errorf("alerts = %v, want %v", alerts, want)
@@ -135,6 +165,54 @@ func TestChartRender(t *testing.T) {
 				// either workload and needs no other exporter.
 				if got, want := ruleExpr(t, rule, "JWTAuthzNotServing"), `jwtauthz_serving{namespace="jwtauthz", job="jwtauthz"} == 0`; got != want {
 					t.Errorf("JWTAuthzNotServing expr = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "tracing to a Collector",
+			valuesYAML: `tracing:
+  enabled: true
+  otlp:
+    endpoint: http://otel-collector.observability.svc.cluster.local:4317
+    headersSecret: otlp-auth
+  sampler: parentbased_traceidratio
+  samplerArg: "0.1"
+  resourceAttributes: deployment.environment.name=prod
+extraEnv:
+  - {name: OTEL_BSP_MAX_QUEUE_SIZE, value: "4096"}
+`,
+			check: func(t *testing.T, m *manifests) {
+				if !loadedConfig(t, m).Tracing.Enabled {
+					t.Error("config.yaml: tracing.enabled is not true")
+				}
+				c := container(t, m)
+				for name, want := range map[string]string{
+					"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability.svc.cluster.local:4317",
+					"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+					"OTEL_TRACES_SAMPLER":         "parentbased_traceidratio",
+					"OTEL_TRACES_SAMPLER_ARG":     "0.1",
+					"OTEL_RESOURCE_ATTRIBUTES":    "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),deployment.environment.name=prod",
+					"OTEL_BSP_MAX_QUEUE_SIZE":     "4096",
+				} {
+					if e := envVar(c, name); e == nil || e.Value != want {
+						t.Errorf("env %s = %+v, want %q", name, e, want)
+					}
+				}
+				// $(POD_NAME) and $(POD_NAMESPACE) expand only from variables
+				// defined before the one that uses them.
+				pos := map[string]int{}
+				for i, e := range c.Env {
+					pos[e.Name] = i
+				}
+				for _, v := range []struct{ name, field string }{{"POD_NAME", "metadata.name"}, {"POD_NAMESPACE", "metadata.namespace"}} {
+					e := envVar(c, v.name)
+					if e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != v.field || pos[v.name] > pos["OTEL_RESOURCE_ATTRIBUTES"] {
+						t.Errorf("env %s = %+v, want fieldRef %s before OTEL_RESOURCE_ATTRIBUTES", v.name, e, v.field)
+					}
+				}
+				if e := envVar(c, "OTEL_EXPORTER_OTLP_HEADERS"); e == nil || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+					e.ValueFrom.SecretKeyRef.Name != "otlp-auth" || e.ValueFrom.SecretKeyRef.Key != "headers" {
+					t.Errorf("env OTEL_EXPORTER_OTLP_HEADERS = %+v, want Secret otlp-auth key headers", e)
 				}
 			},
 		},
@@ -160,6 +238,7 @@ func TestChartRender(t *testing.T) {
 			name:     "etcd, three replicas, TLS and auth",
 			values:   []string{"ci/etcd-values.yaml"},
 			workload: "Deployment",
+			kinds:    []string{"Service"}, // the headless one
 			check: func(t *testing.T, m *manifests) {
 				d := m.deployments[0]
 				if got := deref(d.Spec.Replicas); got != 3 {
@@ -253,6 +332,38 @@ func TestChartRender(t *testing.T) {
 			},
 		},
 		{
+			// A standalone Envoy's STRICT_DNS cluster sees every replica.
+			name:     "etcd, headless Service",
+			values:   []string{"ci/etcd-hpa-values.yaml"},
+			set:      []string{"service.headless.enabled=true"},
+			workload: "Deployment",
+			kinds:    []string{"HorizontalPodAutoscaler", "PrometheusRule", "Service", "ServiceMonitor"},
+			check: func(t *testing.T, m *manifests) {
+				h := m.service(t, release+"-headless")
+				if h.Spec.ClusterIP != corev1.ClusterIPNone || h.Spec.PublishNotReadyAddresses || h.Spec.Type != "" && h.Spec.Type != corev1.ServiceTypeClusterIP {
+					t.Errorf("headless Service spec = %+v, want clusterIP None, type ClusterIP, only Ready pods", h.Spec)
+				}
+				if !labelsMatch(h.Spec.Selector, m.workload(t).pod.Labels) {
+					t.Errorf("headless Service selector %v does not match the pod labels", h.Spec.Selector)
+				}
+				if ps := h.Spec.Ports; len(ps) != 1 || ps[0].Name != "grpc" || ps[0].Port != 9001 || ps[0].TargetPort.String() != "grpc" || deref(ps[0].AppProtocol) != "grpc" {
+					t.Errorf("headless Service ports = %+v, want grpc 9001 only", ps)
+				}
+				// The ServiceMonitor selects both Services by their labels, but
+				// scrapes its port on one only: the pods are scraped once.
+				sm := m.serviceMonitors[0]
+				var scraped []string
+				for _, svc := range m.services {
+					if labelsMatch(sm.Spec.Selector.MatchLabels, svc.Labels) && servicePort(svc, sm.Spec.Endpoints[0].Port) != nil {
+						scraped = append(scraped, svc.Name)
+					}
+				}
+				if !slices.Equal(scraped, []string{release}) {
+					t.Errorf("the ServiceMonitor scrapes through Services %v, want only %s", scraped, release)
+				}
+			},
+		},
+		{
 			name: "etcd, CA only, own affinity",
 			set: []string{"store.backend=etcd", "store.etcd.endpoints={https://etcd.example.internal:2379}", "replicaCount=2",
 				"store.etcd.tls.existingSecret=etcd-ca", "store.etcd.tls.secretKeys.ca=ca.pem", "store.etcd.tls.secretKeys.cert=", "store.etcd.tls.secretKeys.key="},
@@ -315,6 +426,10 @@ func TestChartRender(t *testing.T) {
 // authzHealth is the gRPC health service the readiness probe names.
 const authzHealth = "envoy.service.auth.v3.Authorization"
 
+// configPath is where the pod reads its config file, in the mounted
+// ConfigMap's directory.
+const configPath = "/etc/jwtauthz/config/config.yaml"
+
 // checkWorkload asserts what every rendering must hold: the probes, ports,
 // security context and mounted config, and per store backend: bolt's single
 // replica on its volume, etcd's replicas with no volume and every file its
@@ -329,7 +444,7 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if !labelsMatch(w.selector.MatchLabels, pod.Labels) {
 		t.Errorf("%s selector %v does not match the pod labels %v", w.kind, w.selector.MatchLabels, pod.Labels)
 	}
-	svc := m.services[0]
+	svc := m.service(t, release)
 	if !etcd {
 		if deref(w.replicas) != 1 {
 			t.Errorf("replicas = %d, want 1", deref(w.replicas))
@@ -417,14 +532,25 @@ func checkWorkload(t *testing.T, m *manifests) {
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources = %+v, want cpu and memory requests and a memory limit", c.Resources)
 	}
+	// Tracing is off unless asked for, and then set up by both the config
+	// and the OTEL_* variables.
+	if tracing := envVar(c, "OTEL_EXPORTER_OTLP_PROTOCOL") != nil; tracing != loadedConfig(t, m).Tracing.Enabled {
+		t.Errorf("OTEL_* variables set: %v, but config tracing.enabled: %v", tracing, !tracing)
+	}
+	// The memory limit reaches jwtauthz in bytes, for its GOMEMLIMIT.
+	if e := envVar(c, "JWTAUTHZ_MEMORY_LIMIT"); e == nil || e.ValueFrom == nil || e.ValueFrom.ResourceFieldRef == nil ||
+		e.ValueFrom.ResourceFieldRef.Resource != "limits.memory" || e.ValueFrom.ResourceFieldRef.Divisor.String() != "1" ||
+		(e.ValueFrom.ResourceFieldRef.ContainerName != "" && e.ValueFrom.ResourceFieldRef.ContainerName != c.Name) {
+		t.Errorf("JWTAUTHZ_MEMORY_LIMIT = %+v, want resourceFieldRef limits.memory with divisor 1 (bytes)", e)
+	}
 
 	// The container runs `jwtauthz serve` (the image's entrypoint) with the
 	// mounted config, and the grace period outlasts the drain.
 	if len(c.Command) != 0 {
 		t.Errorf("command = %v, want none (the image's ENTRYPOINT is jwtauthz serve)", c.Command)
 	}
-	if !slices.Contains(c.Args, "--config=/etc/jwtauthz/config.yaml") {
-		t.Errorf("args = %v, want --config=/etc/jwtauthz/config.yaml", c.Args)
+	if !slices.Contains(c.Args, "--config="+configPath) {
+		t.Errorf("args = %v, want --config=%s", c.Args, configPath)
 	}
 	var drain time.Duration
 	for _, a := range c.Args {
@@ -439,9 +565,12 @@ func checkWorkload(t *testing.T, m *manifests) {
 		t.Errorf("terminationGracePeriodSeconds = %v, --drain = %v: the grace period must outlast the drain and the graceful stop", grace, drain)
 	}
 
+	// The config's directory, not a subPath: the kubelet updates a
+	// ConfigMap volume in place, which jwtauthz reloads, but never a
+	// subPath mount.
 	mount := volumeMount(c, "config")
-	if mount == nil || mount.MountPath != "/etc/jwtauthz/config.yaml" || mount.SubPath != "config.yaml" || !mount.ReadOnly {
-		t.Errorf("config mount = %+v, want config.yaml read-only at /etc/jwtauthz/config.yaml", mount)
+	if mount == nil || mount.MountPath != filepath.Dir(configPath) || mount.SubPath != "" || !mount.ReadOnly {
+		t.Errorf("config mount = %+v, want the ConfigMap read-only at %s, without subPath", mount, filepath.Dir(configPath))
 	}
 	v := volume(pod, "config")
 	if v == nil || v.ConfigMap == nil {
@@ -491,8 +620,17 @@ func checkWorkload(t *testing.T, m *manifests) {
 			t.Errorf("data mount = %+v, want /data, writable", dm)
 		}
 	}
-	if pod.Annotations["checksum/config"] == "" {
-		t.Error("no checksum/config annotation: a config change would not roll the pod")
+	// Nothing on the pod template changes with the config or the chart's
+	// version (TestPodTemplateStable renders both).
+	for k := range pod.Annotations {
+		if strings.HasPrefix(k, "checksum/") {
+			t.Errorf("pod annotation %s: a config change would restart the pods, which reload it in place", k)
+		}
+	}
+	for _, k := range []string{"helm.sh/chart", "app.kubernetes.io/version"} {
+		if _, ok := pod.Labels[k]; ok {
+			t.Errorf("pod label %s: a chart or app version bump would restart the pods for nothing", k)
+		}
 	}
 
 	pdb := m.pdbs[0]
@@ -612,4 +750,56 @@ func checkPVC(t *testing.T, m *manifests, storageClass, size string) {
 	if !slices.Equal(spec.AccessModes, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}) {
 		t.Errorf("accessModes = %v, want [ReadWriteOnce]", spec.AccessModes)
 	}
+}
+
+// TestPodTemplateStable checks that what jwtauthz reloads in place (the
+// config) and what concerns the chart alone (its version) leave the pod
+// template as it was, so that a helm upgrade changing only them restarts
+// no pod; and that the image, which does need new pods, changes it.
+func TestPodTemplateStable(t *testing.T) {
+	podTemplate := func(t *testing.T, dir string, values []string, set ...string) *corev1.PodTemplateSpec {
+		t.Helper()
+		out, err := renderChartDir(t, dir, values, set...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return decodeManifests(t, out).workload(t).pod
+	}
+	base := podTemplate(t, chartDir, nil)
+	bumped := copyChart(t, func(rel string, data []byte) (string, []byte) {
+		if rel == "Chart.yaml" {
+			data = regexp.MustCompile(`(?m)^version: .*$`).ReplaceAll(data, []byte("version: 99.0.0"))
+		}
+		return rel, data
+	})
+	newConfig := writeValues(t, `config:
+  cache: {max_entries: 5}
+  providers:
+    - name: default
+      algorithms: [RS512, PS512]
+      pem_files: [/etc/jwtauthz/keys/public.pem, /etc/jwtauthz/keys/public-next.pem]
+      leeway: 1m
+  routes:
+    - {name: health, match: {paths: [/healthz]}, auth: none}
+  default_route: {mode: dry_run}
+`)
+	for _, tt := range []struct {
+		name   string
+		dir    string
+		values []string
+	}{
+		{"config change", chartDir, []string{newConfig}},
+		{"chart version bump", bumped, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := gocmp.Diff(base, podTemplate(t, tt.dir, tt.values)); diff != "" {
+				t.Errorf("the pod template changed, which would restart every pod (-before +after):\n%s", diff)
+			}
+		})
+	}
+	t.Run("image change", func(t *testing.T) {
+		if gocmp.Equal(base, podTemplate(t, chartDir, nil, "image.tag=9.9.9")) {
+			t.Error("a new image tag left the pod template unchanged")
+		}
+	})
 }

@@ -31,7 +31,9 @@ func TestDockerfile(t *testing.T) {
 	for _, want := range []string{
 		"FROM golang:" + goVersion[1] + " AS build",
 		"CGO_ENABLED=0",
-		"go build -trimpath -ldflags='-s -w' -o /out/jwtauthz ./cmd/jwtauthz",
+		"ARG VERSION",
+		`go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION}" -o /out/jwtauthz ./cmd/jwtauthz`,
+		"org.opencontainers.image.version=${VERSION}",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
 		"COPY --from=build /out/jwtauthz /usr/local/bin/jwtauthz",
 		"USER 65532:65532",
@@ -62,8 +64,22 @@ func TestDockerfile(t *testing.T) {
 	if values.Image.Repository != "ghcr.io/jwtauthz/jwtauthz" || values.Image.Tag != "" {
 		t.Errorf("values image = %+v, want ghcr.io/jwtauthz/jwtauthz with the tag from appVersion", values.Image)
 	}
-	if !strings.Contains(df, "org.opencontainers.image.version="+chartAppVersion(t)) {
-		t.Errorf("Dockerfile's image version label is not the chart's appVersion %s", chartAppVersion(t))
+	// The version is a build argument, declared in both stages that use
+	// it (an ARG ends with its stage), never written into the file.
+	if n := strings.Count(df, "\nARG VERSION"); n != 2 {
+		t.Errorf("Dockerfile declares ARG VERSION %d times, want 2: in the build stage (-ldflags) and the final one (the label)", n)
+	}
+	if regexp.MustCompile(`(?m)^[^#].*\b` + regexp.QuoteMeta(chartAppVersion(t)) + `\b`).MatchString(df) {
+		t.Errorf("Dockerfile hard-codes the version %s outside its comments; it is the VERSION build argument", chartAppVersion(t))
+	}
+
+	// The binary built as the Dockerfile builds it reports the version.
+	out, err := jwtauthzCmd(t, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(out, "\n"); first != "jwtauthz "+testVersion {
+		t.Errorf("jwtauthz version printed %q, want %q: the Dockerfile's -X does not reach internal/version", first, "jwtauthz "+testVersion)
 	}
 
 	f, err := elf.Open(buildJWTAuthz(t))
@@ -87,7 +103,25 @@ var (
 	binErr  error
 )
 
-// buildJWTAuthz builds cmd/jwtauthz exactly as the Dockerfile does.
+// testVersion is the VERSION build argument of the tests' binary.
+const testVersion = "0.0.0-deploytest"
+
+// dockerLDFlags is the -ldflags of the Dockerfile's go build, with
+// ${VERSION} replaced by testVersion.
+func dockerLDFlags() (string, error) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`go build -trimpath -ldflags="([^"]*)" -o /out/jwtauthz ./cmd/jwtauthz`).FindSubmatch(data)
+	if m == nil {
+		return "", fmt.Errorf("the Dockerfile has no go build -trimpath -ldflags=\"...\" of ./cmd/jwtauthz")
+	}
+	return strings.ReplaceAll(string(m[1]), "${VERSION}", testVersion), nil
+}
+
+// buildJWTAuthz builds cmd/jwtauthz exactly as the Dockerfile does, with
+// VERSION testVersion.
 func buildJWTAuthz(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
@@ -96,8 +130,13 @@ func buildJWTAuthz(t *testing.T) string {
 			binErr = err
 			return
 		}
+		ldflags, err := dockerLDFlags()
+		if err != nil {
+			binErr = err
+			return
+		}
 		binPath = filepath.Join(dir, "jwtauthz")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", binPath, "./cmd/jwtauthz")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags="+ldflags, "-o", binPath, "./cmd/jwtauthz")
 		cmd.Dir = repoRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

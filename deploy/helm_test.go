@@ -2,7 +2,9 @@ package deploy_test
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +34,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	helmHome = dir
+	flag.Parse()
+	waitPromtool := startPromtoolBuild()
 	code := m.Run()
+	waitPromtool()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -121,7 +126,7 @@ func renderChartDir(t *testing.T, dir string, valuesFiles []string, set ...strin
 }
 
 // valueSets are the chart's ci/ values files, each rendered and checked.
-var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml", "etcd-values.yaml", "etcd-hpa-values.yaml"}
+var valueSets = []string{"jwks-url-values.yaml", "pem-secret-values.yaml", "monitoring-values.yaml", "observability-values.yaml", "etcd-values.yaml", "etcd-hpa-values.yaml", "routes-values.yaml"}
 
 func TestChartLint(t *testing.T) {
 	if out, err := helm(t, "lint", "--strict", "--kube-version", kubeVersion, chartDir); err != nil {
@@ -147,4 +152,32 @@ func chartAppVersion(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return c.AppVersion
+}
+
+// copyChart copies the chart into a temporary directory and returns the
+// copy's path; edit sees each file's path relative to the chart and its
+// content, and returns the path and content to write.
+func copyChart(t *testing.T, edit func(rel string, data []byte) (string, []byte)) string {
+	t.Helper()
+	src := filepath.Join(repoRoot, chartDir)
+	dst := filepath.Join(t.TempDir(), "jwtauthz")
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, data = edit(rel, data)
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }

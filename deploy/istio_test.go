@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"bytes"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,6 +110,15 @@ func TestIstioExtensionProvider(t *testing.T) {
 	if g.GetStatusOnError() != "503" {
 		t.Errorf("statusOnError = %q, want 503", g.GetStatusOnError())
 	}
+	// The mesh's proxies hand jwtauthz paths in normal form (else 400
+	// bad_path) and refuse header names with underscores (x_auth_user
+	// reaches a WSGI upstream as HTTP_X_AUTH_USER, as x-auth-user does).
+	if got := mc.GetPathNormalization().GetNormalization(); got != meshv1alpha1.MeshConfig_ProxyPathNormalization_DECODE_AND_MERGE_SLASHES {
+		t.Errorf("pathNormalization.normalization = %v, want DECODE_AND_MERGE_SLASHES", got)
+	}
+	if got := mc.GetDefaultConfig().GetConnectionSettings().GetHttpHeadersWithUnderscoresAction(); got != meshv1alpha1.ProxyConfig_ConnectionSettings_HEADERS_WITH_UNDERSCORES_REJECT_REQUEST {
+		t.Errorf("defaultConfig.connectionSettings.httpHeadersWithUnderscoresAction = %v, want HEADERS_WITH_UNDERSCORES_REJECT_REQUEST", got)
+	}
 }
 
 func TestIstioAuthorizationPolicy(t *testing.T) {
@@ -148,6 +156,8 @@ func TestIstioRejectsTypos(t *testing.T) {
 		{"misspelled provider field", "extension-provider.yaml", "failOpen:", "failopen:", `unknown field "failopen"`},
 		{"unknown provider kind", "extension-provider.yaml", "envoyExtAuthzGrpc:", "envoyExtAuthzGRPC:", `unknown field "envoyExtAuthzGRPC"`},
 		{"misspelled top-level key", "extension-provider.yaml", "meshConfig:", "meshconfig:", `unknown field "meshconfig"`},
+		{"unknown path normalization", "extension-provider.yaml", "normalization: DECODE_AND_MERGE_SLASHES", "normalization: DECODE_AND_MERGE", "DECODE_AND_MERGE"},
+		{"misspelled proxy setting", "extension-provider.yaml", "httpHeadersWithUnderscoresAction:", "headersWithUnderscoresAction:", "headersWithUnderscoresAction"},
 		{"misspelled policy field", "authorization-policy.yaml", "notPaths:", "notPath:", `unknown field "notPath"`},
 		{"unknown action", "authorization-policy.yaml", "\n  action: CUSTOM", "\n  action: EXTERNAL", "EXTERNAL"},
 		{"misspelled metadata field", "authorization-policy.yaml", "namespace: my-app", "namespce: my-app", `unknown field "metadata.namespce"`},
@@ -189,7 +199,7 @@ func TestIstioSnippetsMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for source, text := range map[string]string{"NOTES.txt": renderNotes(t), "README.md": string(readme)} {
+	for source, text := range map[string]string{"NOTES.txt": renderNotes(t, nil), "README.md": string(readme)} {
 		mcBlock := snippet(t, source, text, "meshConfig:")
 		mc, err := decodeMeshConfig([]byte(mcBlock))
 		if err != nil {
@@ -238,38 +248,36 @@ func snippet(t *testing.T, source, text, start string) string {
 	return ""
 }
 
-// renderNotes renders NOTES.txt, which `helm template` skips: a copy of the
-// chart turns it into a named template that a ConfigMap includes.
-func renderNotes(t *testing.T) string {
+// renderNotes renders NOTES.txt, which `helm template` skips, with the
+// values files (relative to the chart) and --set flags: a copy of the chart
+// turns it into a named template that a ConfigMap includes.
+func renderNotes(t *testing.T, valuesFiles []string, set ...string) string {
 	t.Helper()
-	src := filepath.Join(repoRoot, chartDir)
-	dst := filepath.Join(t.TempDir(), "jwtauthz")
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
+	dst := copyChart(t, func(rel string, data []byte) (string, []byte) {
 		if rel == filepath.Join("templates", "NOTES.txt") {
-			rel = filepath.Join("templates", "_notes.tpl")
-			data = append(append([]byte(`{{- define "test.notes" -}}`), data...), []byte(`{{- end -}}`)...)
+			return filepath.Join("templates", "_notes.tpl"), append(append([]byte(`{{- define "test.notes" -}}`), data...), []byte(`{{- end -}}`)...)
 		}
-		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+		return rel, data
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |-\n    {{- include \"test.notes\" . | nindent 4 }}\n"
 	if err := os.WriteFile(filepath.Join(dst, "templates", "notes-test.yaml"), []byte(cm), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := helm(t, "template", release, dst, "--namespace", namespace, "--kube-version", kubeVersion, "--show-only", "templates/notes-test.yaml")
+	files := make([]string, len(valuesFiles))
+	for i, f := range valuesFiles {
+		files[i] = f
+		if !filepath.IsAbs(f) {
+			files[i] = filepath.Join(dst, f)
+		}
+	}
+	args := []string{"template", release, dst, "--namespace", namespace, "--kube-version", kubeVersion, "--show-only", "templates/notes-test.yaml"}
+	for _, f := range files {
+		args = append(args, "--values", f)
+	}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(t, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,7 @@ func TestManifestDecodingIsStrict(t *testing.T) {
 		{"wrong case", "", "readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", "readOnlyRootFileSystem"},
 		{"field at the wrong level", "", "      terminationGracePeriodSeconds:", "      terminationGracePeriod:", `unknown field "spec.template.spec.terminationGracePeriod"`},
 		{"misspelled ServiceMonitor field", "", "scrapeTimeout:", "scrape_timeout:", "scrape_timeout"},
-		{"misspelled PrometheusRule field", "", "          for: 15m", "          for_: 15m", "for_"},
+		{"misspelled PrometheusRule field", "", "          for: 10m", "          for_: 10m", "for_"},
 		{"wrong type", "", "replicas: 1", "replicas: one", "replicas"},
 		{"duplicate key", "", "  serviceName: jwtauthz\n", "  serviceName: jwtauthz\n  serviceName: other\n", "already set"},
 		{"misspelled Deployment field", "ci/etcd-values.yaml", "maxSurge: 1", "maxSurge_: 1", `unknown field "spec.strategy.rollingUpdate.maxSurge_"`},
@@ -254,6 +254,18 @@ func configFile(t *testing.T, m *manifests) string {
 	return cm.Data["config.yaml"]
 }
 
+// service returns the rendered Service named name.
+func (m *manifests) service(t *testing.T, name string) *corev1.Service {
+	t.Helper()
+	for _, s := range m.services {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Service %s", name)
+	return nil
+}
+
 func container(t *testing.T, m *manifests) *corev1.Container {
 	t.Helper()
 	cs := m.workload(t).pod.Spec.Containers
@@ -285,6 +297,16 @@ func volumeMount(c *corev1.Container, name string) *corev1.VolumeMount {
 	for i, v := range c.VolumeMounts {
 		if v.Name == name {
 			return &c.VolumeMounts[i]
+		}
+	}
+	return nil
+}
+
+// envVar returns the container's environment variable name, or nil.
+func envVar(c *corev1.Container, name string) *corev1.EnvVar {
+	for i, e := range c.Env {
+		if e.Name == name {
+			return &c.Env[i]
 		}
 	}
 	return nil

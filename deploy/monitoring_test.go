@@ -41,7 +41,12 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	used := monitoringMetricNames(t)
 	exported := scrapeRunningJWTAuthz(t)
 
-	for _, name := range []string{"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total", "jwtauthz_jwks_refresh_total", "jwtauthz_token_cache_requests_total", "jwtauthz_serving"} {
+	for _, name := range []string{
+		"jwtauthz_checks_total", "jwtauthz_check_duration_seconds_bucket", "jwtauthz_users_created_total",
+		"jwtauthz_jwks_refresh_total", "jwtauthz_jwks_last_success_timestamp_seconds", "jwtauthz_jwks_refresh_interval_seconds",
+		"jwtauthz_token_cache_requests_total", "jwtauthz_serving", "jwtauthz_build_info",
+		"jwtauthz_config_reloads_total", "jwtauthz_config_last_reload_success_timestamp_seconds", "jwtauthz_config_last_reload_failure_timestamp_seconds",
+	} {
 		if !exported[name] {
 			t.Errorf("jwtauthz does not export %s (the README lists it)", name)
 		}
@@ -320,7 +325,7 @@ func waitReady(t *testing.T, url string, logs *testlog.Buffer) {
 func checkServiceMonitor(t *testing.T, m *manifests) {
 	t.Helper()
 	sm := m.serviceMonitors[0]
-	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.services[0].Labels) {
+	if !labelsMatch(sm.Spec.Selector.MatchLabels, m.service(t, release).Labels) {
 		t.Error("ServiceMonitor does not select the Service")
 	}
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http" || sm.Spec.Endpoints[0].Path != "/metrics" {

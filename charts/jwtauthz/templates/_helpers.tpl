@@ -4,6 +4,7 @@ agree on these.
 */}}
 {{- define "jwtauthz.grpcPort" -}}9001{{- end }}
 {{- define "jwtauthz.httpPort" -}}9090{{- end }}
+{{- define "jwtauthz.configDir" -}}/etc/jwtauthz/config{{- end }}
 {{- define "jwtauthz.keysDir" -}}/etc/jwtauthz/keys{{- end }}
 {{- define "jwtauthz.dbPath" -}}/data/jwtauthz.db{{- end }}
 {{- define "jwtauthz.etcdTLSDir" -}}/etc/jwtauthz/etcd-tls{{- end }}
@@ -32,6 +33,39 @@ unless the release name already contains it.
 {{- end }}
 {{- end }}
 
+{{/* The default of keys.secretName, which the chart mounts only when a provider reads a file. */}}
+{{- define "jwtauthz.defaultKeysSecret" -}}jwtauthz-keys{{- end }}
+
+{{/*
+The files the providers read from the keys volume, one per line: pem_files,
+jwks_file, hmac_secret_file and claims_schema.
+*/}}
+{{- define "jwtauthz.keyFiles" -}}
+{{- range .Values.config.providers }}
+{{- range concat (.pem_files | default list) (compact (list (.jwks_file | default "") (.hmac_secret_file | default "") (.claims_schema | default ""))) }}
+{{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The key Secret to mount, or "". keys.secretName, except that its default
+is not mounted when no provider reads a file (keys from jwks_url or
+discovery only): the pod would wait in ContainerCreating for a Secret
+nobody made or needs. A Secret named on purpose is mounted as asked.
+*/}}
+{{- define "jwtauthz.keysSecret" -}}
+{{- $name := .Values.keys.secretName }}
+{{- if not (and (eq $name (include "jwtauthz.defaultKeysSecret" .)) (not (trim (include "jwtauthz.keyFiles" .)))) }}
+{{- $name }}
+{{- end }}
+{{- end }}
+
+{{/* The headless Service's name: the full name, cut to leave room for "-headless". */}}
+{{- define "jwtauthz.headlessName" -}}
+{{- printf "%s-headless" (include "jwtauthz.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
 {{/* Chart name and version, for the helm.sh/chart label. */}}
 {{- define "jwtauthz.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -42,6 +76,18 @@ unless the release name already contains it.
 helm.sh/chart: {{ include "jwtauthz.chart" . }}
 {{ include "jwtauthz.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jwtauthz
+{{- end }}
+
+{{/*
+Labels of the pod template: the selector labels and what never changes.
+Not helm.sh/chart or app.kubernetes.io/version, which change with every
+chart or image bump: on the pod template, a changed label restarts every
+pod (the image tag restarts them anyway when it changes).
+*/}}
+{{- define "jwtauthz.podLabels" -}}
+{{ include "jwtauthz.selectorLabels" . }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: jwtauthz
 {{- end }}
@@ -102,8 +148,13 @@ which every render includes, runs them once.
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $minGrace) }}
 {{- fail (printf "\n\nterminationGracePeriodSeconds (%d) must be more than drainSeconds + 15 (%d): after SIGTERM jwtauthz drains for drainSeconds, stops gRPC gracefully (up to 10s) and flushes its store; a shorter grace period kills it mid-flush." (int .Values.terminationGracePeriodSeconds) $minGrace) }}
 {{- end }}
+{{- with .Values.config.admin }}
+{{- if and .listen (not .require_claims) (not .allow_any_verified_token) }}
+{{- fail (printf "\n\nconfig.admin.listen is %q, but config.admin.require_claims is empty: every token the providers verify could list, deactivate and activate users. Name a claim the admin's token must hold (e.g. require_claims: {realm_access.roles: jwtauthz-admin}), or set config.admin.allow_any_verified_token: true if every verified token may (jwtauthz refuses the config otherwise)." .listen) }}
+{{- end }}
+{{- end }}
 {{- $keysDir := include "jwtauthz.keysDir" . }}
-{{- $hasKeys := or .Values.keys.secretName .Values.keys.configMapName }}
+{{- $hasKeys := or (include "jwtauthz.keysSecret" .) .Values.keys.configMapName }}
 {{- range $i, $p := .Values.config.providers }}
 {{- $files := concat ($p.pem_files | default list) (compact (list ($p.jwks_file | default "") ($p.hmac_secret_file | default "") ($p.claims_schema | default ""))) }}
 {{- range $files }}

@@ -7,20 +7,22 @@ and the default anti-affinity.
 {{- define "jwtauthz.podTemplate" -}}
 {{- $etcd := include "jwtauthz.etcd" . }}
 {{- $tls := .Values.store.etcd.tls }}
-{{- $auth := .Values.store.etcd.auth -}}
+{{- $auth := .Values.store.etcd.auth }}
+{{- $keysSecret := include "jwtauthz.keysSecret" . -}}
 metadata:
+  # No chart version, app version or config checksum here: a change to the
+  # pod template restarts every pod, and none of these needs it. jwtauthz
+  # reloads its config and key files in place when the kubelet updates
+  # their volumes; an image change restarts the pods by itself.
   labels:
-    {{- include "jwtauthz.labels" . | nindent 4 }}
+    {{- include "jwtauthz.podLabels" . | nindent 4 }}
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with .Values.podAnnotations }}
   annotations:
-    # Roll the pods when the config changes (it is mounted with subPath,
-    # which a running pod never sees updated).
-    checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
-    {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
-    {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "jwtauthz.serviceAccountName" . }}
   automountServiceAccountToken: false
@@ -45,10 +47,65 @@ spec:
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       # The image's entrypoint is `jwtauthz serve`.
       args:
-        - --config=/etc/jwtauthz/config.yaml
+        - --config={{ include "jwtauthz.configDir" . }}/config.yaml
         - --drain={{ .Values.drainSeconds }}s
         - --log-format=json
         - --log-level={{ .Values.logLevel }}
+      env:
+        # The container's memory limit in bytes (the node's allocatable
+        # memory when no limit is set): jwtauthz sets the Go runtime's soft
+        # limit (GOMEMLIMIT) to 90% of it, unless GOMEMLIMIT is set.
+        - name: JWTAUTHZ_MEMORY_LIMIT
+          valueFrom:
+            resourceFieldRef:
+              resource: limits.memory
+              divisor: "1"
+        {{- with .Values.tracing }}
+        {{- if .enabled }}
+        # OpenTelemetry's standard variables; the config's tracing.enabled
+        # turns the exporter on.
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        {{- $attrs := "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)" }}
+        {{- with .resourceAttributes }}{{ $attrs = printf "%s,%s" $attrs . }}{{ end }}
+        - name: OTEL_RESOURCE_ATTRIBUTES
+          value: {{ $attrs | quote }}
+        {{- with .otlp.endpoint }}
+        - name: OTEL_EXPORTER_OTLP_ENDPOINT
+          value: {{ . | quote }}
+        {{- end }}
+        - name: OTEL_EXPORTER_OTLP_PROTOCOL
+          value: {{ .otlp.protocol | quote }}
+        {{- with .otlp.headersSecret }}
+        - name: OTEL_EXPORTER_OTLP_HEADERS
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: headers
+        {{- end }}
+        {{- with .sampler }}
+        - name: OTEL_TRACES_SAMPLER
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .samplerArg }}
+        - name: OTEL_TRACES_SAMPLER_ARG
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .serviceName }}
+        - name: OTEL_SERVICE_NAME
+          value: {{ . | quote }}
+        {{- end }}
+        {{- end }}
+        {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       ports:
         - name: grpc
           containerPort: {{ include "jwtauthz.grpcPort" . }}
@@ -109,11 +166,13 @@ spec:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       volumeMounts:
+        # The whole ConfigMap as a directory, not config.yaml by subPath: the
+        # kubelet updates a directory in place (an atomic ..data symlink swap,
+        # which jwtauthz watches for), but never a subPath mount.
         - name: config
-          mountPath: /etc/jwtauthz/config.yaml
-          subPath: config.yaml
+          mountPath: {{ include "jwtauthz.configDir" . }}
           readOnly: true
-        {{- if or .Values.keys.secretName .Values.keys.configMapName }}
+        {{- if or $keysSecret .Values.keys.configMapName }}
         - name: keys
           mountPath: {{ include "jwtauthz.keysDir" . }}
           readOnly: true
@@ -137,13 +196,13 @@ spec:
     - name: config
       configMap:
         name: {{ include "jwtauthz.fullname" . }}
-    {{- if or .Values.keys.secretName .Values.keys.configMapName }}
+    {{- if or $keysSecret .Values.keys.configMapName }}
     - name: keys
       projected:
         # Readable by the pod's group (fsGroup), not by other users.
         defaultMode: 0440
         sources:
-          {{- with .Values.keys.secretName }}
+          {{- with $keysSecret }}
           - secret:
               name: {{ . }}
           {{- end }}
