@@ -2,7 +2,8 @@
 #
 # jwtauthz container image: a static binary on distroless, running as non-root.
 #
-#   docker build --build-arg VERSION=0.1.0 -t ghcr.io/jwtauthz/jwtauthz:0.1.0 .
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     -t ghcr.io/jwtauthz/jwtauthz:0.1.0 .
 #   docker run --rm -p 9001:9001 -p 9090:9090 \
 #     -v "$PWD/config.yaml:/etc/jwtauthz/config.yaml:ro" \
 #     -v "$PWD/keys:/etc/jwtauthz/keys:ro" \
@@ -10,7 +11,9 @@
 #     ghcr.io/jwtauthz/jwtauthz:0.1.0
 #
 # VERSION is the release: `jwtauthz version`, jwtauthz_build_info and the
-# image's version label report it ("devel" when not given). Tag the image
+# image's version label report it ("devel" when not given); REVISION is the
+# commit (.git is not in the build context, so Go cannot stamp it). The
+# builder is the patch release go.mod's toolchain line names. Tag the image
 # with the same version; the Helm chart's appVersion names that tag.
 #
 # In a container the config must listen on all interfaces (listen: 0.0.0.0:9001,
@@ -24,7 +27,7 @@
 # deploy/dockerfile_test.go checks that this file and the chart agree and
 # builds the binary with the same command.
 
-FROM golang:1.26 AS build
+FROM golang:1.27.3 AS build
 WORKDIR /src
 ENV GOTOOLCHAIN=local CGO_ENABLED=0
 # Modules first, so a source change does not download them again.
@@ -33,10 +36,11 @@ RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # Declared after the downloads, so a new version does not redo them.
 ARG VERSION=devel
+ARG REVISION=unknown
 # Static (no libc for distroless/static), reproducible paths, no symbol
 # tables, and the release version stamped in.
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION}" -o /out/jwtauthz ./cmd/jwtauthz
+    go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION} -X github.com/jwtauthz/jwtauthz/internal/version.revision=${REVISION}" -o /out/jwtauthz ./cmd/jwtauthz
 # The data directory, owned by the runtime user so the volume starts writable.
 RUN mkdir -p /out/data
 

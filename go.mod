@@ -2,6 +2,10 @@ module github.com/jwtauthz/jwtauthz
 
 go 1.26.0
 
+// The standard library of go1.26.8 has fixes missing that go1.27.3 has
+// (docs/reliability.md, "Vulnerabilities"); CI and the Dockerfile build with it.
+toolchain go1.27.3
+
 require (
 	github.com/MicahParks/jwkset v0.11.4
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0

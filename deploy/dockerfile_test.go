@@ -1,3 +1,5 @@
+//go:build deploy
+
 package deploy_test
 
 import (
@@ -27,12 +29,15 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(goMod))
+	toolchain := regexp.MustCompile(`(?m)^toolchain go(\d+\.\d+\.\d+)$`).FindStringSubmatch(string(goMod))
+	if toolchain == nil {
+		t.Fatal("go.mod names no toolchain go1.N.P: the Dockerfile's builder is pinned to it")
+	}
 	for _, want := range []string{
-		"FROM golang:" + goVersion[1] + " AS build",
+		"FROM golang:" + toolchain[1] + " AS build",
 		"CGO_ENABLED=0",
 		"ARG VERSION",
-		`go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION}" -o /out/jwtauthz ./cmd/jwtauthz`,
+		`go build -trimpath -ldflags="-s -w -X github.com/jwtauthz/jwtauthz/internal/version.version=${VERSION} -X github.com/jwtauthz/jwtauthz/internal/version.revision=${REVISION}" -o /out/jwtauthz ./cmd/jwtauthz`,
 		"org.opencontainers.image.version=${VERSION}",
 		"FROM gcr.io/distroless/static-debian12:nonroot",
 		"COPY --from=build /out/jwtauthz /usr/local/bin/jwtauthz",
@@ -81,6 +86,9 @@ func TestDockerfile(t *testing.T) {
 	if first, _, _ := strings.Cut(out, "\n"); first != "jwtauthz "+testVersion {
 		t.Errorf("jwtauthz version printed %q, want %q: the Dockerfile's -X does not reach internal/version", first, "jwtauthz "+testVersion)
 	}
+	if !strings.Contains(out, "revision: "+testRevision+"\n") {
+		t.Errorf("jwtauthz version printed %q, want revision %s: the Dockerfile's REVISION does not reach internal/version", out, testRevision)
+	}
 
 	f, err := elf.Open(buildJWTAuthz(t))
 	if err != nil {
@@ -103,11 +111,15 @@ var (
 	binErr  error
 )
 
-// testVersion is the VERSION build argument of the tests' binary.
-const testVersion = "0.0.0-deploytest"
+// testVersion and testRevision are the VERSION and REVISION build
+// arguments of the tests' binary.
+const (
+	testVersion  = "0.0.0-deploytest"
+	testRevision = "0123456789abcdef0123456789abcdef01234567"
+)
 
 // dockerLDFlags is the -ldflags of the Dockerfile's go build, with
-// ${VERSION} replaced by testVersion.
+// ${VERSION} and ${REVISION} replaced by testVersion and testRevision.
 func dockerLDFlags() (string, error) {
 	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
 	if err != nil {
@@ -117,7 +129,7 @@ func dockerLDFlags() (string, error) {
 	if m == nil {
 		return "", fmt.Errorf("the Dockerfile has no go build -trimpath -ldflags=\"...\" of ./cmd/jwtauthz")
 	}
-	return strings.ReplaceAll(string(m[1]), "${VERSION}", testVersion), nil
+	return strings.NewReplacer("${VERSION}", testVersion, "${REVISION}", testRevision).Replace(string(m[1])), nil
 }
 
 // buildJWTAuthz builds cmd/jwtauthz exactly as the Dockerfile does, with

@@ -1,3 +1,5 @@
+//go:build deploy
+
 // Package deploy_test checks the deployment artifacts at the top of the
 // repository (envoy.yaml, charts/jwtauthz, examples/istio, Dockerfile)
 // against the real schemas: Envoy's protos, the Kubernetes and

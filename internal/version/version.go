@@ -1,8 +1,8 @@
 // Package version says which jwtauthz this is: the release version (set
 // at build time with -ldflags "-X
 // github.com/jwtauthz/jwtauthz/internal/version.version=v1.2.3"), the VCS
-// revision Go stamps into binaries built from a checkout, and the Go
-// version. The version command and jwtauthz_build_info report it.
+// revision (Go stamps it into binaries built from a checkout; -X
+// ...version.revision=... otherwise), and the Go version. The version command and jwtauthz_build_info report it.
 package version
 
 import (
@@ -10,8 +10,9 @@ import (
 	"runtime/debug"
 )
 
-// version is set by -ldflags -X; empty in a plain go build.
-var version string
+// version and revision are set by -ldflags -X (the Dockerfile sets both,
+// since a container build sees no .git); empty in a plain go build.
+var version, revision string
 
 // Info is what a binary knows of its build.
 type Info struct {
@@ -22,7 +23,10 @@ type Info struct {
 
 // Get returns the build's Info.
 func Get() Info {
-	info := Info{Version: version, Revision: "unknown", GoVersion: runtime.Version()}
+	info := Info{Version: version, Revision: revision, GoVersion: runtime.Version()}
+	if info.Revision == "" {
+		info.Revision = "unknown"
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if ok {
 		if info.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
@@ -32,12 +36,14 @@ func Get() Info {
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				info.Revision = s.Value
+				if revision == "" {
+					info.Revision = s.Value
+				}
 			case "vcs.modified":
 				modified = s.Value == "true"
 			}
 		}
-		if modified && info.Revision != "unknown" {
+		if modified && revision == "" && info.Revision != "unknown" {
 			info.Revision += "+dirty"
 		}
 	}
