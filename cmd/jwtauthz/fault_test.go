@@ -491,3 +491,42 @@ func TestHTTPListenerBoundsIdleConnections(t *testing.T) {
 		t.Errorf("/healthz after the idle connections: %d", code)
 	}
 }
+
+// TestDiscoveryIssuerMismatchNeverServes: the discovery document names
+// another issuer than the configured one. No key is loaded from it: health
+// stays NOT_SERVING and every Check is 503 keys_unavailable, never an
+// allow, though the token is signed by the key the document points at.
+func TestDiscoveryIssuerMismatchNeverServes(t *testing.T) {
+	s := servetest.New(t)
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/realms/corp/.well-known/openid-configuration":
+			fmt.Fprintf(w, `{"issuer": "http://keycloak.internal:8080/realms/corp", "jwks_uri": "%s/certs"}`, srv.URL)
+		case "/certs":
+			w.Write(s.JWKS(t))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	issuer := srv.URL + "/realms/corp"
+	s.WriteConfig(t, fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n  - {algorithms: [ES256], issuer: %q, discovery: true}\n", s.DBPath, issuer))
+	svc := startEnv(t, s, serviceOptions{readyGrace: 200 * time.Millisecond})
+	cc := dialCheck(t, svc.grpcAddr.String())
+	tok := s.MintWith(t, "alice", signing.Options{TTL: time.Hour, Now: time.Now(), Issuer: issuer})
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for n := 0; time.Now().Before(deadline); n++ {
+		a, err := cc.check(context.Background(), tok)
+		if err != nil || a.allow || a.http != 503 || a.reason != "keys_unavailable" {
+			t.Fatalf("Check %d: %+v %v, want 503 keys_unavailable", n, a, err)
+		}
+		if st := healthStatus(t, svc.grpcAddr.String(), authzService); st != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("health = %v, want NOT_SERVING", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _ := httpGet(t, "http://"+svc.httpAddr.String()+"/readyz"); code != 503 {
+		t.Errorf("/readyz = %d, want 503", code)
+	}
+}
