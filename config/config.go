@@ -627,3 +627,40 @@ func checkAddr(addr string, optional bool) error {
 	}
 	return nil
 }
+
+// RestartKeys lists the keys whose change from c to next only a restart
+// can apply: the listeners, the store and tracing. A reload refuses them.
+func (c *Config) RestartKeys(next *Config) []string {
+	var changed []string
+	if c.Listen != next.Listen {
+		changed = append(changed, "listen")
+	}
+	if c.HTTPListen != next.HTTPListen {
+		changed = append(changed, "http_listen")
+	}
+	if c.Admin.Listen != next.Admin.Listen {
+		changed = append(changed, "admin.listen")
+	}
+	if !reflect.DeepEqual(c.Store, next.Store) {
+		changed = append(changed, "store")
+	}
+	if c.Tracing != next.Tracing {
+		changed = append(changed, "tracing")
+	}
+	return changed
+}
+
+// Files lists the files c names that a reload reads again: key files,
+// JWK Set files, HMAC secrets, claims schemas.
+func (c *Config) Files() []string {
+	var files []string
+	for _, p := range c.Providers {
+		files = append(files, p.PEMFiles...)
+		for _, f := range []string{p.JWKSFile, p.HMACSecretFile, p.ClaimsSchema} {
+			if f != "" {
+				files = append(files, f)
+			}
+		}
+	}
+	return files
+}

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/jwtauthz/jwtauthz/internal/extauthz"
 )
 
 // recordingAuthz is an ext_authz server that records each request and
@@ -457,7 +459,7 @@ remove query parameter: token
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b strings.Builder
-			printCheckResponse(&b, tt.resp)
+			extauthz.Print(&b, tt.resp)
 			if diff := cmp.Diff(tt.want, b.String()); diff != "" {
 				t.Errorf("output (-want +got):\n%s", diff)
 			}
@@ -476,7 +478,7 @@ func TestCheckDefaultHost(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
-			req, err := newCheckRequest(checkOptions{Addr: tt.addr})
+			req, err := extauthz.New(extauthz.Request{Addr: tt.addr})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/extauthz"
 	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
@@ -222,7 +223,7 @@ func (d *demo) check(ctx context.Context, addr, tok string, headers ...string) e
 		cmd += fmt.Sprintf(" --header '%s'", h)
 	}
 	fmt.Fprintln(d.w, cmd)
-	req, err := newCheckRequest(checkOptions{Addr: addr, Token: tok, Headers: headers, Path: "/api/orders"})
+	req, err := extauthz.New(extauthz.Request{Addr: addr, Token: tok, Headers: headers, Path: "/api/orders"})
 	if err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func (d *demo) check(ctx context.Context, addr, tok string, headers ...string) e
 		return err
 	}
 	var b strings.Builder
-	printCheckResponse(&b, resp)
+	extauthz.Print(&b, resp)
 	fmt.Fprint(d.w, indent(b.String()))
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/jwtauthz/jwtauthz/internal/extauthz"
 	"github.com/jwtauthz/jwtauthz/internal/servetest"
 	"github.com/jwtauthz/jwtauthz/internal/signing"
 	"github.com/jwtauthz/jwtauthz/internal/testlog"
@@ -121,7 +122,7 @@ type checkResult struct {
 // decision is always a CheckResponse.
 func (k *checker) check(t *testing.T, user string) checkResult {
 	t.Helper()
-	req, err := newCheckRequest(checkOptions{Addr: "jwtauthz", Token: k.c.token(t, user, nil)})
+	req, err := extauthz.New(extauthz.Request{Addr: "jwtauthz", Token: k.c.token(t, user, nil)})
 	if err != nil {
 		t.Error(err)
 		return checkResult{}

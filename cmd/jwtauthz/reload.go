@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"reflect"
 	"strings"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/fswatch"
 )
 
 // reloadDebounce is how long the watcher waits after the last change
@@ -87,8 +84,9 @@ func (s *service) swapConfig() error {
 			return fmt.Errorf("config after flags: %w", err)
 		}
 	}
-	if err := fixedKeysUnchanged(s.cfg, next); err != nil {
-		return err
+	if changed := s.cfg.RestartKeys(next); len(changed) > 0 {
+		keys := strings.Join(changed, ", ")
+		return fmt.Errorf("%s cannot change while jwtauthz runs: restart it to apply the new %s", keys, keys)
 	}
 	build := s.build
 	build.Reuse = s.provs.Load()
@@ -114,123 +112,13 @@ func (s *service) swapConfig() error {
 	return nil
 }
 
-// fixedKeysUnchanged refuses a reload that changes what only a restart
-// can: the listeners, the store and tracing.
-func fixedKeysUnchanged(cur, next *config.Config) error {
-	var changed []string
-	if cur.Listen != next.Listen {
-		changed = append(changed, "listen")
-	}
-	if cur.HTTPListen != next.HTTPListen {
-		changed = append(changed, "http_listen")
-	}
-	if cur.Admin.Listen != next.Admin.Listen {
-		changed = append(changed, "admin.listen")
-	}
-	if !reflect.DeepEqual(cur.Store, next.Store) {
-		changed = append(changed, "store")
-	}
-	if cur.Tracing != next.Tracing {
-		changed = append(changed, "tracing")
-	}
-	if len(changed) > 0 {
-		return fmt.Errorf("%s cannot change while jwtauthz runs: restart it to apply the new %s", strings.Join(changed, ", "), strings.Join(changed, ", "))
-	}
-	return nil
-}
-
-// watchedFiles is the config file and every file it names that a reload
-// reads again: key files, JWK Sets, HMAC secrets, claims schemas.
-func watchedFiles(configPath string, cfg *config.Config) []string {
-	files := []string{configPath}
-	for _, p := range cfg.Providers {
-		files = append(files, p.PEMFiles...)
-		for _, f := range []string{p.JWKSFile, p.HMACSecretFile, p.ClaimsSchema} {
-			if f != "" {
-				files = append(files, f)
-			}
-		}
-	}
-	return files
-}
-
-// watch reloads when a watched file changes, until ctx ends. It watches
-// the files' directories, not the files: editors replace a file by
-// renaming another over it, and the kubelet updates a ConfigMap or Secret
-// volume by renaming a new ..data symlink over the old one; both are
-// events in the directory. Events are debounced; after each reload the
-// directories are those of the new config.
+// watch reloads when the config file or a file it names changes, until
+// ctx ends (package fswatch: Kubernetes' volume updates included).
 func (s *service) watch(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch config: %w", err)
+	files := func() []string {
+		s.reloadMu.Lock()
+		defer s.reloadMu.Unlock()
+		return append([]string{s.configPath}, s.cfg.Files()...)
 	}
-	defer w.Close()
-	names := s.rewatch(w, nil)
-	var fire <-chan time.Time
-	var timer *time.Timer
-	for {
-		select {
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if !relevant(ev, names) {
-				continue
-			}
-			if timer == nil {
-				timer = time.NewTimer(reloadDebounce)
-			} else {
-				timer.Reset(reloadDebounce)
-			}
-			fire = timer.C
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			s.logger.Warn("config watch", "err", err)
-		case <-fire:
-			fire = nil
-			_ = s.reload("file change")
-			names = s.rewatch(w, names)
-		}
-	}
-}
-
-// rewatch makes w watch the directories of the current config's files and
-// returns their base names; old is the previous set.
-func (s *service) rewatch(w *fsnotify.Watcher, old map[string]bool) map[string]bool {
-	s.reloadMu.Lock()
-	files := watchedFiles(s.configPath, s.cfg)
-	s.reloadMu.Unlock()
-	dirs := map[string]bool{}
-	names := map[string]bool{}
-	for _, f := range files {
-		dirs[filepath.Dir(f)] = true
-		names[filepath.Base(f)] = true
-	}
-	for _, d := range w.WatchList() {
-		if !dirs[d] {
-			_ = w.Remove(d)
-		}
-	}
-	for d := range dirs {
-		if err := w.Add(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.logger.Warn("config watch: cannot watch a directory; changes there need SIGHUP", "dir", d, "err", err)
-		}
-	}
-	return names
-}
-
-// relevant reports whether ev may change a watched file: an event on one
-// of their names, or on kubelet's ..data links and timestamped
-// directories, which every file of such a volume resolves through.
-func relevant(ev fsnotify.Event, names map[string]bool) bool {
-	base := filepath.Base(ev.Name)
-	return names[base] || strings.HasPrefix(base, "..")
+	return fswatch.Run(ctx, files, reloadDebounce, func() { _ = s.reload("file change") }, s.logger)
 }
