@@ -30,6 +30,8 @@ import (
 	"github.com/jwtauthz/jwtauthz/admin"
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/config"
+	"github.com/jwtauthz/jwtauthz/internal/logging"
+	"github.com/jwtauthz/jwtauthz/internal/memlimit"
 	"github.com/jwtauthz/jwtauthz/internal/tracing"
 	"github.com/jwtauthz/jwtauthz/internal/version"
 	"github.com/jwtauthz/jwtauthz/store"
@@ -55,11 +57,11 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return &exitError{code: 2, err: fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))}
 	}
-	logger, err := newLogger(env.stderr, *logFormat, *logLevel)
+	logger, err := logging.New(env.stderr, *logFormat, *logLevel)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	if err := setMemoryLimit(env.getenv, logger); err != nil {
+	if err := memlimit.Set(env.getenv, logger); err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	path, err := configFlag(env, *cfgPath)
@@ -126,36 +128,6 @@ func loadConfigFlag(env *cliEnv, path string) (*config.Config, error) {
 		return nil, err
 	}
 	return config.Load(path)
-}
-
-// newLogger builds the process's logger: JSON unless stderr is a terminal.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %q is not debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "auto":
-		if isTerminal(w) {
-			return slog.New(slog.NewTextHandler(w, opts)), nil
-		}
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format: %q is not auto, json or text", format)
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 type serviceOptions struct {

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/jwtauthz/jwtauthz/internal/whoami"
 )
 
 // runWhoami serves a stand-in upstream for trying jwtauthz behind Envoy: it
@@ -28,7 +27,7 @@ func runWhoami(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return &exitError{code: 2, err: fmt.Errorf("whoami: unexpected argument %q", fs.Arg(0))}
 	}
-	names := []string{payloadHeader}
+	names := []string{whoami.PayloadHeader}
 	for _, h := range extra {
 		names = append(names, strings.ToLower(h))
 	}
@@ -38,7 +37,7 @@ func runWhoami(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("whoami: listen %s: %w", *listen, err)
 	}
 	srv := &http.Server{
-		Handler:           whoamiHandler(strings.ToLower(*prefix), names),
+		Handler:           whoami.Handler(strings.ToLower(*prefix), names),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 	// Tests and scripts read the bound address from this line.
@@ -60,61 +59,4 @@ func runWhoami(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("whoami: %w", err)
 	}
 	return nil
-}
-
-// payloadHeader is the conventional name for identity_headers.payload;
-// whoami echoes it and decodes it when it is present.
-const payloadHeader = "x-jwt-payload"
-
-// whoamiReply is the JSON body whoami answers with.
-type whoamiReply struct {
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	// Headers holds the identity headers received, names lowercased, values
-	// of a repeated header joined with ", " (a repeat means something upstream
-	// appended instead of overwriting).
-	Headers map[string]string `json:"headers"`
-	// Authorization says whether an authorization header arrived; its value
-	// (the token) is never echoed.
-	Authorization bool `json:"authorization_present"`
-	// Claims is x-jwt-payload decoded (base64url of the claims JSON), when
-	// it is present and decodes.
-	Claims json.RawMessage `json:"claims,omitempty"`
-}
-
-func whoamiHandler(prefix string, names []string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reply := whoamiReply{
-			Method:        r.Method,
-			Path:          r.URL.Path,
-			Headers:       map[string]string{},
-			Authorization: r.Header.Get("Authorization") != "",
-		}
-		for name, vs := range r.Header {
-			lower := strings.ToLower(name)
-			if lower == "authorization" {
-				continue
-			}
-			if (prefix != "" && strings.HasPrefix(lower, prefix)) || slices.Contains(names, lower) {
-				reply.Headers[lower] = strings.Join(vs, ", ")
-			}
-		}
-		if p := r.Header.Get(payloadHeader); p != "" {
-			reply.Claims = decodePayload(p)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(reply)
-	})
-}
-
-// decodePayload decodes a base64url (padded or not) JSON object, or returns
-// nil when it is not one.
-func decodePayload(s string) json.RawMessage {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-	if err != nil || !json.Valid(b) || !strings.HasPrefix(strings.TrimSpace(string(b)), "{") {
-		return nil
-	}
-	return b
 }

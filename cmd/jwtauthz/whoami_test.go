@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/jwtauthz/jwtauthz/internal/testlog"
+	"github.com/jwtauthz/jwtauthz/internal/whoami"
 )
 
 // startWhoami runs whoami on a free loopback port and returns its base URL
@@ -61,7 +62,7 @@ func TestWhoami(t *testing.T) {
 		method  string
 		path    string
 		headers [][2]string
-		want    whoamiReply
+		want    whoami.Reply
 		claims  string
 	}{
 		{
@@ -78,7 +79,7 @@ func TestWhoami(t *testing.T) {
 				{"X-Tenant", "acme"},
 				{"X-Other", "not echoed"},
 			},
-			want: whoamiReply{
+			want: whoami.Reply{
 				Method: "POST",
 				Path:   "/orders/42",
 				Headers: map[string]string{
@@ -97,21 +98,21 @@ func TestWhoami(t *testing.T) {
 			name:   "nothing: the request did not come through jwtauthz",
 			method: http.MethodGet,
 			path:   "/",
-			want:   whoamiReply{Method: "GET", Path: "/", Headers: map[string]string{}},
+			want:   whoami.Reply{Method: "GET", Path: "/", Headers: map[string]string{}},
 		},
 		{
 			name:    "a repeated header shows every value",
 			method:  http.MethodGet,
 			path:    "/a",
 			headers: [][2]string{{"X-Auth-User", "alice"}, {"X-Auth-User", "mallory"}},
-			want:    whoamiReply{Method: "GET", Path: "/a", Headers: map[string]string{"x-auth-user": "alice, mallory"}},
+			want:    whoami.Reply{Method: "GET", Path: "/a", Headers: map[string]string{"x-auth-user": "alice, mallory"}},
 		},
 		{
 			name:    "a payload that is not base64url JSON is echoed, not decoded",
 			method:  http.MethodGet,
 			path:    "/b",
 			headers: [][2]string{{"X-Jwt-Payload", "%%%"}},
-			want:    whoamiReply{Method: "GET", Path: "/b", Headers: map[string]string{"x-jwt-payload": "%%%"}},
+			want:    whoami.Reply{Method: "GET", Path: "/b", Headers: map[string]string{"x-jwt-payload": "%%%"}},
 		},
 	}
 	for _, tt := range tests {
@@ -141,7 +142,7 @@ func TestWhoami(t *testing.T) {
 			if strings.Contains(string(body), token) || strings.Contains(string(body), "c2lnbmF0dXJl") {
 				t.Fatalf("the body echoes the token:\n%s", body)
 			}
-			var got whoamiReply
+			var got whoami.Reply
 			dec := json.NewDecoder(strings.NewReader(string(body)))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&got); err != nil {
