@@ -29,6 +29,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/authz/keys"
 	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 	"github.com/jwtauthz/jwtauthz/internal/tracing"
 	"github.com/jwtauthz/jwtauthz/store"
 	"github.com/jwtauthz/jwtauthz/store/bolt"
@@ -97,11 +98,7 @@ func publicPEM(t testing.TB, pub crypto.PublicKey) []byte {
 // mint signs claims with key and method; header entries are added as given.
 func mint(t testing.TB, method jwt.SigningMethod, key any, c jwt.MapClaims, header map[string]any) string {
 	t.Helper()
-	tok := jwt.NewWithClaims(method, c)
-	for k, v := range header {
-		tok.Header[k] = v
-	}
-	s, err := tok.SignedString(key)
+	s, err := signing.Sign(method, key, c, header)
 	if err != nil {
 		t.Fatal(err)
 	}

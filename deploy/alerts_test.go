@@ -3,12 +3,9 @@
 package deploy_test
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +16,6 @@ import (
 	"sync"
 	"testing"
 
-	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -132,33 +128,18 @@ func TestAlertTestsCoverEveryAlert(t *testing.T) {
 // rendering: a Prometheus rules file, as the operator hands it over.
 func ruleFile(t *testing.T, out []byte) []byte {
 	t.Helper()
-	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var obj struct {
-			Kind string         `json:"kind"`
-			Spec map[string]any `json:"spec"`
-		}
-		if err := yaml.Unmarshal(doc, &obj); err != nil {
-			t.Fatal(err)
-		}
-		if obj.Kind != "PrometheusRule" {
-			continue
-		}
-		data, err := yaml.Marshal(obj.Spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
+	m, _, err := parseManifests(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("the rendering has no PrometheusRule")
-	return nil
+	if len(m.promRules) != 1 {
+		t.Fatalf("the rendering has %d PrometheusRules, want 1", len(m.promRules))
+	}
+	data, err := yaml.Marshal(m.promRules[0].Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // promtoolBuild builds the promtool pinned in tools/go.mod (`go tool`

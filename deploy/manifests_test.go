@@ -58,6 +58,13 @@ func decodeManifests(t *testing.T, out []byte) *manifests {
 	return m
 }
 
+// add appends a new, empty T to list and returns it for decoding into.
+func add[T any](list *[]*T) *T {
+	o := new(T)
+	*list = append(*list, o)
+	return o
+}
+
 func parseManifests(out []byte) (*manifests, [][]byte, error) {
 	m := &manifests{}
 	var docs [][]byte
@@ -87,35 +94,25 @@ func parseManifests(out []byte) (*manifests, [][]byte, error) {
 		var obj any
 		switch tm.APIVersion + "/" + tm.Kind {
 		case "v1/ConfigMap":
-			o := &corev1.ConfigMap{}
-			m.configMaps, obj = append(m.configMaps, o), o
+			obj = add(&m.configMaps)
 		case "v1/Service":
-			o := &corev1.Service{}
-			m.services, obj = append(m.services, o), o
+			obj = add(&m.services)
 		case "v1/ServiceAccount":
-			o := &corev1.ServiceAccount{}
-			m.serviceAccounts, obj = append(m.serviceAccounts, o), o
+			obj = add(&m.serviceAccounts)
 		case "apps/v1/StatefulSet":
-			o := &appsv1.StatefulSet{}
-			m.statefulSets, obj = append(m.statefulSets, o), o
+			obj = add(&m.statefulSets)
 		case "apps/v1/Deployment":
-			o := &appsv1.Deployment{}
-			m.deployments, obj = append(m.deployments, o), o
+			obj = add(&m.deployments)
 		case "autoscaling/v2/HorizontalPodAutoscaler":
-			o := &autoscalingv2.HorizontalPodAutoscaler{}
-			m.hpas, obj = append(m.hpas, o), o
+			obj = add(&m.hpas)
 		case "policy/v1/PodDisruptionBudget":
-			o := &policyv1.PodDisruptionBudget{}
-			m.pdbs, obj = append(m.pdbs, o), o
+			obj = add(&m.pdbs)
 		case "networking.k8s.io/v1/NetworkPolicy":
-			o := &networkingv1.NetworkPolicy{}
-			m.netpols, obj = append(m.netpols, o), o
+			obj = add(&m.netpols)
 		case "monitoring.coreos.com/v1/ServiceMonitor":
-			o := &monitoringv1.ServiceMonitor{}
-			m.serviceMonitors, obj = append(m.serviceMonitors, o), o
+			obj = add(&m.serviceMonitors)
 		case "monitoring.coreos.com/v1/PrometheusRule":
-			o := &monitoringv1.PrometheusRule{}
-			m.promRules, obj = append(m.promRules, o), o
+			obj = add(&m.promRules)
 		default:
 			return nil, nil, fmt.Errorf("rendered an object the test does not know: %s %s", tm.APIVersion, tm.Kind)
 		}

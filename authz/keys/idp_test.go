@@ -173,11 +173,7 @@ func mint(t *testing.T, key crypto.Signer, alg string, header map[string]any, cl
 	for k, v := range claims {
 		c[k] = v
 	}
-	tok := jwt.NewWithClaims(jwt.GetSigningMethod(alg), c)
-	for k, v := range header {
-		tok.Header[k] = v
-	}
-	s, err := tok.SignedString(key)
+	s, err := signing.Sign(jwt.GetSigningMethod(alg), key, c, header)
 	if err != nil {
 		t.Fatal(err)
 	}

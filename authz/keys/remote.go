@@ -97,27 +97,22 @@ type flight struct {
 	err  error // set before done is closed
 }
 
+// positiveOr sets *v to def unless it is above zero.
+func positiveOr[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
 // NewRemote returns a source for opts. It fetches nothing until Run or
 // Refresh.
 func NewRemote(opts RemoteOptions) *Remote {
-	if opts.RefreshInterval <= 0 {
-		opts.RefreshInterval = DefaultRefreshInterval
-	}
-	if opts.HTTPTimeout <= 0 {
-		opts.HTTPTimeout = DefaultHTTPTimeout
-	}
-	if opts.UnknownKIDBurst <= 0 {
-		opts.UnknownKIDBurst = DefaultUnknownKIDBurst
-	}
-	if opts.UnknownKIDRefill <= 0 {
-		opts.UnknownKIDRefill = DefaultUnknownKIDRefill
-	}
-	if opts.UnknownKIDMemory <= 0 {
-		opts.UnknownKIDMemory = DefaultUnknownKIDMemory
-	}
-	if opts.RetryInterval <= 0 {
-		opts.RetryInterval = DefaultRetryInterval
-	}
+	positiveOr(&opts.RefreshInterval, DefaultRefreshInterval)
+	positiveOr(&opts.HTTPTimeout, DefaultHTTPTimeout)
+	positiveOr(&opts.UnknownKIDBurst, DefaultUnknownKIDBurst)
+	positiveOr(&opts.UnknownKIDRefill, DefaultUnknownKIDRefill)
+	positiveOr(&opts.UnknownKIDMemory, DefaultUnknownKIDMemory)
+	positiveOr(&opts.RetryInterval, DefaultRetryInterval)
 	if opts.Tracer == nil {
 		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}

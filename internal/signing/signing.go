@@ -475,13 +475,24 @@ func Mint(key any, username string, o Options) (string, error) {
 		claims[k] = v
 	}
 
-	t := jwt.NewWithClaims(method, claims)
+	var header map[string]any
 	if kid != "" {
-		t.Header["kid"] = kid
+		header = map[string]any{"kid": kid}
 	}
-	signed, err := t.SignedString(signingKey)
+	signed, err := Sign(method, signingKey, claims, header)
 	if err != nil {
 		return "", fmt.Errorf("sign %s token: %w", alg, err)
 	}
 	return signed, nil
+}
+
+// Sign returns the compact JWT of claims signed with key and method; header
+// members are added to alg and typ as given (and may override them). Tests
+// use it for the tokens Mint will not make.
+func Sign(method jwt.SigningMethod, key any, claims jwt.MapClaims, header map[string]any) (string, error) {
+	t := jwt.NewWithClaims(method, claims)
+	for k, v := range header {
+		t.Header[k] = v
+	}
+	return t.SignedString(key)
 }
