@@ -283,50 +283,35 @@ func configMap(m *manifests, name string) *corev1.ConfigMap {
 	return nil
 }
 
-func volume(pod *corev1.PodTemplateSpec, name string) *corev1.Volume {
-	for i, v := range pod.Spec.Volumes {
-		if v.Name == name {
-			return &pod.Spec.Volumes[i]
+// byName returns the element of list that nameOf calls name, or nil.
+func byName[T any](list []T, name string, nameOf func(*T) string) *T {
+	for i := range list {
+		if nameOf(&list[i]) == name {
+			return &list[i]
 		}
 	}
 	return nil
 }
 
+func volume(pod *corev1.PodTemplateSpec, name string) *corev1.Volume {
+	return byName(pod.Spec.Volumes, name, func(v *corev1.Volume) string { return v.Name })
+}
+
 func volumeMount(c *corev1.Container, name string) *corev1.VolumeMount {
-	for i, v := range c.VolumeMounts {
-		if v.Name == name {
-			return &c.VolumeMounts[i]
-		}
-	}
-	return nil
+	return byName(c.VolumeMounts, name, func(m *corev1.VolumeMount) string { return m.Name })
 }
 
 // envVar returns the container's environment variable name, or nil.
 func envVar(c *corev1.Container, name string) *corev1.EnvVar {
-	for i, e := range c.Env {
-		if e.Name == name {
-			return &c.Env[i]
-		}
-	}
-	return nil
+	return byName(c.Env, name, func(e *corev1.EnvVar) string { return e.Name })
 }
 
 func containerPort(c *corev1.Container, name string) *corev1.ContainerPort {
-	for i, p := range c.Ports {
-		if p.Name == name {
-			return &c.Ports[i]
-		}
-	}
-	return nil
+	return byName(c.Ports, name, func(p *corev1.ContainerPort) string { return p.Name })
 }
 
 func servicePort(s *corev1.Service, name string) *corev1.ServicePort {
-	for i, p := range s.Spec.Ports {
-		if p.Name == name {
-			return &s.Spec.Ports[i]
-		}
-	}
-	return nil
+	return byName(s.Spec.Ports, name, func(p *corev1.ServicePort) string { return p.Name })
 }
 
 // labelsMatch reports whether every selector label is among labels.

@@ -165,14 +165,8 @@ func TestReadPEMFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			ks, err := ReadPEMFile(path)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), path) {
-					t.Fatalf("err = %v, want one naming %s and saying %q", err, path, tc.wantErr)
-				}
+			if fileErr(t, err, path, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var got []string
 			for _, k := range ks {
@@ -230,14 +224,8 @@ func TestRSASizeBoundsInJWKSets(t *testing.T) {
 				t.Fatal(err)
 			}
 			ks, skipped, err := ReadJWKSFile(path)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), path) {
-					t.Fatalf("err = %v, want one naming %s and saying %q", err, path, tc.wantErr)
-				}
+			if fileErr(t, err, path, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var kids, why []string
 			for _, k := range ks {
@@ -295,4 +283,21 @@ func TestParseJWKSSkipsWhatItCannotUse(t *testing.T) {
 	if len(skipped) != 3 {
 		t.Errorf("skipped = %v, want 3 (malformed, symmetric, use enc)", skipped)
 	}
+}
+
+// fileErr fails t unless err is what reading path should give: nil when
+// want is "", else an error naming path and saying want. It reports whether
+// an error was wanted (and the case is over).
+func fileErr(t *testing.T, err error, path, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("err = %v, want one naming %s and saying %q", err, path, want)
+	}
+	return true
 }
