@@ -349,15 +349,18 @@ func (s *Server) verify(ctx context.Context, p *policy, raw string, now time.Tim
 			v.claims[ch.Claim] = val
 		}
 	}
+	if p.needScopes || len(p.claimPaths) > 0 {
+		v.rules = &ruleFacts{}
+	}
 	if p.needScopes {
-		v.scopes = route.ParseScopes(res.Claims["scope"], res.Claims["scp"])
+		v.rules.scopes = route.ParseScopes(res.Claims["scope"], res.Claims["scp"])
 	}
 	for _, path := range p.claimPaths {
 		if val, ok := token.Lookup(res.Claims, path); ok {
-			if v.ruleClaims == nil {
-				v.ruleClaims = make(map[string]any, len(p.claimPaths))
+			if v.rules.claims == nil {
+				v.rules.claims = make(map[string]any, len(p.claimPaths))
 			}
-			v.ruleClaims[path] = val
+			v.rules.claims[path] = val
 		}
 	}
 	if p.cache != nil {
