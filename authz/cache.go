@@ -16,15 +16,29 @@ type verified struct {
 	claims     map[string]string // claim path -> header value; read-only once built
 	validUntil time.Time         // exp + leeway: valid strictly before it
 	keyGen     uint64            // generation of the key set that verified it
-	scopes     []string          // when some route asks for scopes
-	ruleClaims map[string]any    // claims the routes' conditions name, by path; read-only
+	rules      *ruleFacts        // nil unless some route asks for scopes or claims
+}
+
+// ruleFacts are what routes' conditions read of a token: apart, so that the
+// common entry, with no such route, does not carry their room.
+type ruleFacts struct {
+	scopes []string       // when some route asks for scopes
+	claims map[string]any // claims the routes' conditions name, by path; read-only
 }
 
 // The route.Token a rule's conditions read.
 func (v *verified) Provider() string { return v.provider }
-func (v *verified) Scopes() []string { return v.scopes }
+func (v *verified) Scopes() []string {
+	if v.rules == nil {
+		return nil
+	}
+	return v.rules.scopes
+}
 func (v *verified) Claim(path string) (any, bool) {
-	val, ok := v.ruleClaims[path]
+	if v.rules == nil {
+		return nil, false
+	}
+	val, ok := v.rules.claims[path]
 	return val, ok
 }
 
@@ -72,21 +86,37 @@ func newTokenCache(maxEntries, maxBytes int) *tokenCache {
 	return c
 }
 
-// entryOverhead is what an entry costs besides its strings and maps: the
-// map slot (key and pointer) and the verified struct.
-const entryOverhead = sha256.Size + 8 + 160
+// entryOverhead is what an entry costs besides its strings and maps: its
+// slot in the shard's map (key and pointer, about 64 bytes at the map's
+// usual load) and the verified struct (112 bytes). TestEntrySize holds the
+// estimate to what the heap measures.
+const entryOverhead = 64 + 112
 
-// size estimates the bytes an entry holds. Provider names are shared by
-// every entry of a provider, so not counted.
+// claimsMapOverhead is a Go map of up to 8 string pairs: its header and
+// one group of 8 slots.
+const claimsMapOverhead = 48 + 8 + 8*32
+
+// heapString is the heap a string of n bytes takes: small allocations are
+// rounded up to their size class, about 16 bytes apart.
+func heapString(n int) int { return (n + 15) &^ 15 }
+
+// size estimates the bytes an entry holds. Provider names and claim names
+// are the config's, shared by every entry, so not counted.
 func (v *verified) size() int {
-	n := entryOverhead + len(v.username) + len(v.subject) + len(v.payload)
-	for k, val := range v.claims {
-		n += 48 + len(k) + len(val)
+	n := entryOverhead + heapString(len(v.username)) + heapString(len(v.subject)) + heapString(len(v.payload))
+	if len(v.claims) > 0 {
+		n += claimsMapOverhead + 40*max(0, len(v.claims)-8)
 	}
-	for _, sc := range v.scopes {
-		n += 16 + len(sc)
+	for _, val := range v.claims {
+		n += heapString(len(val))
 	}
-	n += 64 * len(v.ruleClaims)
+	if r := v.rules; r != nil {
+		n += 48
+		for _, sc := range r.scopes {
+			n += 16 + heapString(len(sc))
+		}
+		n += 64 * len(r.claims)
+	}
 	return n
 }
 

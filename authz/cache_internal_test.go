@@ -3,6 +3,8 @@ package authz
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -76,4 +78,52 @@ func TestTokenCacheBoundedInBytes(t *testing.T) {
 		t.Errorf("cache holds %d entries of over 1200 bytes each, want some and at most %d", entries, maxBytes/1200)
 	}
 	t.Logf("%d entries, %d bytes (bound %d)", entries, held, maxBytes)
+}
+
+// TestEntrySize holds the cache's size estimate to the heap it measures
+// for entries as the common config makes them (a username, a subject and
+// one claim header), so cache.max_bytes bounds what it says: within 20 %.
+func TestEntrySize(t *testing.T) {
+	const n = 20_000
+	now := time.Unix(1_800_000_000, 0)
+	c := newTokenCache(1<<30, 1<<40)
+	entries := make([]*verified, n)
+	for i := range entries {
+		u := "user-" + strconv.Itoa(i)
+		entries[i] = &verified{provider: "p", username: u, subject: "sub-" + u,
+			claims: map[string]string{"email": u + "@example.com"}, validUntil: now.Add(time.Hour)}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	estimate := 0
+	for i, v := range entries {
+		var raw [8]byte
+		binary.BigEndian.PutUint64(raw[:], uint64(i))
+		key := sha256.Sum256(raw[:])
+		c.put(&key, v, now)
+		estimate += v.size()
+	}
+	// The entries existed before: what the heap grew by is the map's; add
+	// what they hold, built the same way again and measured.
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	slots := int(after.HeapAlloc) - int(before.HeapAlloc)
+	runtime.ReadMemStats(&before)
+	again := make([]*verified, n)
+	for i := range again {
+		u := "user-" + strconv.Itoa(i)
+		again[i] = &verified{provider: "p", username: u, subject: "sub-" + u,
+			claims: map[string]string{"email": u + "@example.com"}, validUntil: now.Add(time.Hour)}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := int(after.HeapAlloc) - int(before.HeapAlloc) - 8*n // less the slice of pointers
+	measured := (slots + held) / n
+	if got := estimate / n; got < measured*8/10 || got > measured*12/10 {
+		t.Errorf("size() estimates %d bytes per entry; the heap measures %d", got, measured)
+	}
+	t.Logf("estimate %d, measured %d bytes per entry (%d in the map, %d in the entry)", estimate/n, measured, slots/n, held/n)
+	runtime.KeepAlive(c)
+	runtime.KeepAlive(again)
 }

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,11 +18,39 @@ type Metrics struct {
 	jwksSuccess  *prometheus.GaugeVec
 	jwksInterval *prometheus.GaugeVec
 	cache        *prometheus.CounterVec
+	cacheHit     prometheus.Counter
+	cacheMiss    prometheus.Counter
+	// checks' counter of each label combination met so far, so that a
+	// Check does not hash its labels into the vector every time. The
+	// labels are bounded, and so is the map.
+	countersMu sync.RWMutex
+	counters   map[checkLabels]prometheus.Counter
+}
+
+// checkLabels are jwtauthz_checks_total's labels.
+type checkLabels struct {
+	provider, route, decision, reason string
+}
+
+// checkCounter returns the counter of jwtauthz_checks_total for l.
+func (m *Metrics) checkCounter(l checkLabels) prometheus.Counter {
+	m.countersMu.RLock()
+	c, ok := m.counters[l]
+	m.countersMu.RUnlock()
+	if ok {
+		return c
+	}
+	c = m.checks.WithLabelValues(l.provider, l.route, l.decision, l.reason)
+	m.countersMu.Lock()
+	m.counters[l] = c
+	m.countersMu.Unlock()
+	return c
 }
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
+		counters: make(map[checkLabels]prometheus.Counter),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jwtauthz_checks_total",
 			Help: "Check decisions by provider, route, decision (allow, deny, dry_run_deny) and reason.",
@@ -53,6 +82,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.checks, m.duration, m.usersCreated, m.jwksRefresh, m.jwksSuccess, m.jwksInterval, m.cache)
+	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
 	return m
 }
 
@@ -102,10 +132,10 @@ func (m *Metrics) CacheLookup(hit bool) {
 		return
 	}
 	if hit {
-		m.cache.WithLabelValues("hit").Inc()
+		m.cacheHit.Inc()
 		return
 	}
-	m.cache.WithLabelValues("miss").Inc()
+	m.cacheMiss.Inc()
 }
 
 // ServingGauge reports jwtauthz_serving: 1 while the service's health is

@@ -97,6 +97,8 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	opts   Options
 	policy atomic.Pointer[policy]
+	// realClock: opts.Now is time.Now, so a Check's start is its now too.
+	realClock bool
 }
 
 // policy is a Policy with what is derived from it once.
@@ -123,13 +125,14 @@ func New(opts Options, p *Policy) *Server {
 	if opts.RetryAfter <= 0 {
 		opts.RetryAfter = 5 * time.Second
 	}
-	if opts.Now == nil {
+	realClock := opts.Now == nil
+	if realClock {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts}
+	s := &Server{opts: opts, realClock: realClock}
 	s.SetPolicy(p)
 	return s
 }
@@ -181,7 +184,7 @@ func compile(p *Policy) *policy {
 // request itself is nil; every decision is a CheckResponse.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	c := checkState{req: req}
+	c := checkState{req: req, start: start}
 	if s.opts.Tracer != nil {
 		var span trace.Span
 		ctx, span = s.startSpan(ctx, req)
@@ -189,7 +192,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	resp := s.check(ctx, s.policy.Load(), &c)
 	if m := s.opts.Metrics; m != nil {
-		m.checks.WithLabelValues(c.labels()...).Inc()
+		m.checkCounter(c.labels()).Inc()
 		m.duration.Observe(time.Since(start).Seconds())
 	}
 	return resp, nil
@@ -199,6 +202,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 // log line and its metrics.
 type checkState struct {
 	req      *authv3.CheckRequest
+	start    time.Time // when the Check began, by time.Now
 	hdrs     requestHeaders
 	rule     *route.Rule // nil until the request is routed
 	cred     credential
@@ -209,15 +213,15 @@ type checkState struct {
 }
 
 // labels are jwtauthz_checks_total's: provider, route, decision, reason.
-func (c *checkState) labels() []string {
-	provider, rule := "none", "none"
+func (c *checkState) labels() checkLabels {
+	l := checkLabels{provider: "none", route: "none", decision: c.decision, reason: string(c.reason)}
 	if c.v != nil && c.v.provider != "" {
-		provider = c.v.provider
+		l.provider = c.v.provider
 	}
 	if c.rule != nil {
-		rule = c.rule.Name
+		l.route = c.rule.Name
 	}
-	return []string{provider, rule, c.decision, string(c.reason)}
+	return l
 }
 
 // check is the Check path: route → token → verify → route conditions →
@@ -245,7 +249,8 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 		}
 		return s.deny(ctx, p, c, err)
 	}
-	v, err := s.verify(ctx, p, c.cred.raw)
+	now := s.now(c)
+	v, err := s.verify(ctx, p, c.cred.raw, now)
 	if err != nil {
 		c.v = v // only its provider, for the log and the metrics
 		return s.deny(ctx, p, c, withToken(err, c.cred.raw))
@@ -264,7 +269,7 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 		Username: v.username,
 		Subject:  v.subject,
 		Claims:   v.claims,
-		At:       s.opts.Now(),
+		At:       now,
 	})
 	if err != nil {
 		return s.deny(ctx, p, c, withToken(errors.Join(errStore, err), c.cred.raw))
@@ -285,6 +290,15 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 	return s.allow(ctx, p, c)
 }
 
+// now is the time a Check's token and login are judged at: the injected
+// clock's, or, without one, the Check's start (one clock read fewer).
+func (s *Server) now(c *checkState) time.Time {
+	if s.realClock {
+		return c.start
+	}
+	return s.opts.Now()
+}
+
 // allow answers an allowed Check: with the user's identity when the token
 // was verified and its user is known, anonymous otherwise.
 func (s *Server) allow(ctx context.Context, p *policy, c *checkState) *authv3.CheckResponse {
@@ -303,11 +317,11 @@ func (s *Server) allow(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 
 // verify returns the token's verification, from the cache when it holds a
 // valid one. On failure the result names only the provider, if any.
-func (s *Server) verify(ctx context.Context, p *policy, raw string) (*verified, error) {
+func (s *Server) verify(ctx context.Context, p *policy, raw string, now time.Time) (*verified, error) {
 	var key [32]byte
 	if p.cache != nil {
 		key = sha256.Sum256([]byte(raw))
-		if v := p.cache.get(&key, s.opts.Now(), p.Verifier.KeyGeneration); v != nil {
+		if v := p.cache.get(&key, now, p.Verifier.KeyGeneration); v != nil {
 			s.opts.Metrics.CacheLookup(true)
 			return v, nil
 		}
@@ -335,19 +349,22 @@ func (s *Server) verify(ctx context.Context, p *policy, raw string) (*verified, 
 			v.claims[ch.Claim] = val
 		}
 	}
+	if p.needScopes || len(p.claimPaths) > 0 {
+		v.rules = &ruleFacts{}
+	}
 	if p.needScopes {
-		v.scopes = route.ParseScopes(res.Claims["scope"], res.Claims["scp"])
+		v.rules.scopes = route.ParseScopes(res.Claims["scope"], res.Claims["scp"])
 	}
 	for _, path := range p.claimPaths {
 		if val, ok := token.Lookup(res.Claims, path); ok {
-			if v.ruleClaims == nil {
-				v.ruleClaims = make(map[string]any, len(p.claimPaths))
+			if v.rules.claims == nil {
+				v.rules.claims = make(map[string]any, len(p.claimPaths))
 			}
-			v.ruleClaims[path] = val
+			v.rules.claims[path] = val
 		}
 	}
 	if p.cache != nil {
-		p.cache.put(&key, v, s.opts.Now())
+		p.cache.put(&key, v, now)
 	}
 	return v, nil
 }

@@ -41,7 +41,7 @@ func (c *checkState) endSpan(span trace.Span) {
 		attribute.String(attrReason, string(c.reason)),
 	}
 	labels := c.labels()
-	attrs = append(attrs, attribute.String(attrProvider, labels[0]), attribute.String(attrRoute, labels[1]))
+	attrs = append(attrs, attribute.String(attrProvider, labels.provider), attribute.String(attrRoute, labels.route))
 	if c.id != nil {
 		attrs = append(attrs, attribute.String(attrUserID, strconv.FormatUint(c.id.ID, 10)), attribute.Bool(attrNewUser, c.id.New))
 	}

@@ -9,7 +9,8 @@
 #
 # Needs Linux with at least 2 CPUs, Go, taskset (util-linux) and gzip.
 # Results go to bench/out/: one ghz JSON per scenario (gzipped at the end),
-# results.csv, results.md, latency.png, the Go benchmarks and benchstat.
+# results.csv, results.md, latency.png, the Go benchmarks (./authz/ and
+# authz/route's BenchmarkMatch100) and benchstat.
 # With BENCH_DOCS=1 (the default) the plot is copied to docs/performance.png
 # and the results section of docs/performance.md is replaced.
 #
@@ -130,6 +131,7 @@ go build -trimpath -o "$BIN/tokens" ./bench/tokens
 GHZ_VERSION=$(cd tools && go list -m -f '{{.Version}}' github.com/bojand/ghz)
 if ((GO_COUNT > 0)); then
 	go test -c -o "$BIN/authz.test" ./authz/
+	go test -c -o "$BIN/route.test" ./authz/route/
 fi
 
 {
@@ -428,6 +430,8 @@ if ((GO_COUNT > 0)); then
 	log "Go benchmarks: -count $GO_COUNT, pinned to core $SERVER_CPU (GOMAXPROCS defaults to the 1 CPU taskset allows)"
 	(cd authz && taskset -c "$SERVER_CPU" "$BIN/authz.test" -test.run '^$' -test.bench . -test.benchmem \
 		-test.count "$GO_COUNT") >"$OUT/gobench.txt"
+	(cd authz/route && taskset -c "$SERVER_CPU" "$BIN/route.test" -test.run '^$' -test.bench '^BenchmarkMatch100$' -test.benchmem \
+		-test.count "$GO_COUNT") >>"$OUT/gobench.txt"
 	(cd "$OUT" && "$BIN/benchstat" gobench.txt >benchstat.txt)
 fi
 cat /proc/loadavg >"$OUT/loadavg-after.txt"

@@ -6,6 +6,7 @@ package token
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,7 +74,6 @@ type Options struct {
 // Verifier verifies tokens for one provider.
 type Verifier struct {
 	opts      Options
-	parser    *jwt.Parser
 	validator *jwt.Validator
 }
 
@@ -99,7 +99,6 @@ func NewVerifier(opts Options) *Verifier {
 	}
 	return &Verifier{
 		opts:      opts,
-		parser:    jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding()),
 		validator: jwt.NewValidator(vopts...),
 	}
 }
@@ -124,50 +123,109 @@ type Result struct {
 
 // parsed is a token decoded but not yet verified.
 type parsed struct {
-	tok    *jwt.Token
-	claims jwt.MapClaims
-	parts  []string
-	alg    string
-	kid    string
+	header  map[string]any
+	claims  jwt.MapClaims
+	method  jwt.SigningMethod // nil when alg is not a string golang-jwt knows
+	signing string            // header.payload, what the signature signs
+	payload string            // the payload segment
+	sig     []byte
+	alg     string
+	kid     string
 }
 
-// parse decodes raw without verifying anything. It refuses tokens over
-// MaxSize before looking at them.
-func parse(p *jwt.Parser, raw string) (*parsed, error) {
+// segments is the base64url encoding of JWS compact segments: no padding,
+// and no stray bits in the last character (golang-jwt's strict decoding).
+var segments = base64.RawURLEncoding.Strict()
+
+// parse decodes raw without verifying anything: each segment is decoded
+// once, and the header and payload are read in one JSON pass that also
+// finds repeated member names. It refuses tokens over MaxSize before
+// looking at them, and judges everything else in the order golang-jwt's
+// ParseUnverified and the duplicate check did before it.
+func parse(raw string) (*parsed, error) {
 	if len(raw) > MaxSize {
 		return nil, fmt.Errorf("%w: token is %d bytes, over the %d-byte limit", ErrMalformed, len(raw), MaxSize)
 	}
-	if strings.Count(raw, ".") != 2 {
-		return nil, fmt.Errorf("%w: a JWS compact token has 3 segments, got %d", ErrMalformed, strings.Count(raw, ".")+1)
+	if n := strings.Count(raw, "."); n != 2 {
+		return nil, fmt.Errorf("%w: a JWS compact token has 3 segments, got %d", ErrMalformed, n+1)
 	}
-	claims := jwt.MapClaims{}
-	tok, parts, err := p.ParseUnverified(raw, claims)
-	if err != nil && !errors.Is(err, jwt.ErrTokenUnverifiable) {
-		// Unverifiable means an unknown alg, which the allowlist reports
-		// better; anything else is a decoding failure.
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	i := strings.IndexByte(raw, '.')
+	j := i + 1 + strings.IndexByte(raw[i+1:], '.')
+	src := []byte(raw)
+	// One buffer for the three decoded segments.
+	buf := make([]byte, segments.DecodedLen(len(raw)))
+	decode := func(start, end int) ([]byte, error) {
+		n, err := segments.Decode(buf, src[start:end])
+		out := buf[:n:n]
+		buf = buf[n:]
+		return out, err
 	}
-	if tok == nil || tok.Header == nil {
+	malformed := func(what string, err error) error {
+		return fmt.Errorf("%w: %w: %s: %w", ErrMalformed, jwt.ErrTokenMalformed, what, err)
+	}
+
+	hb, err := decode(0, i)
+	if err != nil {
+		return nil, malformed("could not base64 decode header", err)
+	}
+	header, hdup, hasHdup, err := decodeHeader(hb)
+	if err != nil {
+		return nil, malformed("could not JSON decode header", err)
+	}
+	pb, err := decode(i+1, j)
+	if err != nil {
+		return nil, malformed("could not base64 decode claim", err)
+	}
+	claims, end, pdup, hasPdup, err := decodeClaims(pb)
+	if err != nil {
+		return nil, malformed("could not JSON decode claim", err)
+	}
+	pt := &parsed{header: header, claims: claims, signing: raw[:j], payload: raw[i+1 : j]}
+	// golang-jwt decodes the signature only under an alg it knows; an
+	// unknown alg is judged by the provider's allowlist.
+	if alg, ok := header["alg"].(string); ok {
+		pt.alg = alg
+		if pt.method = jwt.GetSigningMethod(alg); pt.method != nil {
+			if pt.sig, err = decode(j+1, len(raw)); err != nil {
+				return nil, malformed("could not base64 decode signature", err)
+			}
+		}
+	}
+	if header == nil {
 		return nil, fmt.Errorf("%w: no header", ErrMalformed)
 	}
-	if err := checkDuplicates(p, parts); err != nil {
-		return nil, err
+	// encoding/json reads each invalid byte as U+FFFD, so two distinct
+	// usernames could become one user: refuse what is not UTF-8 (a payload
+	// that is not is a claims failure). RFC 7519 §4 allows a parser to keep
+	// the last of repeated names, as encoding/json does; jwtauthz refuses
+	// them instead, since two verifiers of one token could read different
+	// claims. Data after the payload's JSON text is refused too: the
+	// decoder ignores it, an upstream reading a forwarded payload might not.
+	switch {
+	case !utf8.Valid(hb):
+		return nil, fmt.Errorf("%w: header: not valid UTF-8", ErrMalformed)
+	case hasHdup:
+		return nil, fmt.Errorf("%w: header repeats the member %.64q", ErrMalformed, hdup)
+	case !utf8.Valid(pb):
+		return nil, fmt.Errorf("%w: claims: not valid UTF-8 (RFC 8259 §8.1)", ErrClaims)
+	case hasPdup:
+		return nil, fmt.Errorf("%w: payload repeats the member %.64q", ErrMalformed, pdup)
+	case !onlySpace(pb[end:]):
+		return nil, fmt.Errorf("%w: payload: %w", ErrMalformed, errTrailing)
 	}
-	alg, _ := tok.Header["alg"].(string)
-	pt := &parsed{tok: tok, claims: claims, parts: parts, alg: alg}
-	if k, ok := tok.Header["kid"]; ok {
+	if k, ok := header["kid"]; ok {
 		kid, isString := k.(string)
 		if !isString {
 			return nil, fmt.Errorf("%w: kid header is not a string", ErrMalformed)
 		}
 		pt.kid = kid
 	}
-	return pt, nil // an unknown alg is judged by the provider's allowlist
+	return pt, nil
 }
 
 // Verify verifies a raw compact JWT.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
-	pt, err := parse(v.parser, raw)
+	pt, err := parse(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -175,10 +233,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Result, error) {
 }
 
 func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
-	if !slices.Contains(v.opts.Algorithms, pt.alg) || pt.tok.Method == nil {
+	if !slices.Contains(v.opts.Algorithms, pt.alg) || pt.method == nil {
 		return nil, fmt.Errorf("%w: alg %.32q is not in the allowlist %v", ErrAlgorithm, pt.alg, v.opts.Algorithms)
 	}
-	if crit, ok := pt.tok.Header["crit"]; ok {
+	if crit, ok := pt.header["crit"]; ok {
 		// RFC 7515 §4.1.11: we understand no extension, so any crit refuses.
 		return nil, fmt.Errorf("%w: crit header %.64v names extensions this verifier does not understand", ErrMalformed, crit)
 	}
@@ -193,8 +251,7 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kid %.64q, alg %s: %w", pt.kid, pt.alg, err)
 	}
-	signing := pt.tok.Raw[:len(pt.parts[0])+1+len(pt.parts[1])]
-	if !verifyAny(pt.tok.Method, signing, pt.tok.Signature, cands) {
+	if !verifyAny(pt.method, pt.signing, pt.sig, cands) {
 		return nil, fmt.Errorf("%w: no key of provider %q verifies it", ErrSignature, v.opts.Provider)
 	}
 
@@ -215,7 +272,7 @@ func (v *Verifier) verify(ctx context.Context, pt *parsed) (*Result, error) {
 		Username:   username,
 		Subject:    sub,
 		Claims:     plain,
-		Payload:    pt.parts[1],
+		Payload:    pt.payload,
 		Expiry:     exp.Time,
 		ValidUntil: exp.Time.Add(v.opts.Leeway),
 		KID:        pt.kid,
@@ -269,6 +326,12 @@ func checkUsername(s string) error {
 
 func verifyAny(m jwt.SigningMethod, signing string, sig []byte, cands []keys.Key) bool {
 	for _, k := range cands {
+		if h, pub, ok := fastRSA(m, k.Public); ok {
+			if verifyPKCS1v15(pub, h, signing, sig) {
+				return true
+			}
+			continue
+		}
 		if m.Verify(signing, sig, k.Public) == nil {
 			return true
 		}
@@ -430,12 +493,11 @@ type Router struct {
 	byName   map[string]*Verifier
 	byIssuer map[string]*Verifier
 	fallback *Verifier
-	parser   *jwt.Parser
 }
 
 // NewRouter returns a router over vs. At most one verifier may have no issuer.
 func NewRouter(vs []*Verifier) (*Router, error) {
-	r := &Router{byName: make(map[string]*Verifier), byIssuer: make(map[string]*Verifier), parser: jwt.NewParser(jwt.WithJSONNumber(), jwt.WithStrictDecoding())}
+	r := &Router{byName: make(map[string]*Verifier), byIssuer: make(map[string]*Verifier)}
 	for _, v := range vs {
 		r.byName[v.opts.Provider] = v
 		if v.opts.Issuer == "" {
@@ -456,7 +518,7 @@ func NewRouter(vs []*Verifier) (*Router, error) {
 // Verify routes and verifies raw. On failure, provider names the provider
 // the token was routed to ("" when none).
 func (r *Router) Verify(ctx context.Context, raw string) (res *Result, provider string, err error) {
-	pt, err := parse(r.parser, raw)
+	pt, err := parse(raw)
 	if err != nil {
 		return nil, "", err
 	}

@@ -635,7 +635,7 @@ func (r *reporter) goBench(benchstat string) {
 		return
 	}
 	r.printf("%s Go benchmarks\n\n", r.h)
-	r.printf("`go test -run '^$' -bench . -benchmem -count %s ./authz/`, the test binary pinned to core %s with `taskset`; "+
+	r.printf("`go test -run '^$' -bench . -benchmem -count %s ./authz/` and `-bench Match100 ./authz/route/`, each test binary pinned to core %s with `taskset`; "+
 		"GOMAXPROCS is left at its default, which follows the affinity: 1 (so the names carry no `-N` suffix). "+
 		"Check benchmarks go over bufconn (no TCP). Medians of the runs:\n\n", r.machine["go_count"], r.machine["server_cpu"])
 	r.printf("| benchmark | µs/op | B/op | allocs/op |\n|---|--:|--:|--:|\n")
@@ -665,7 +665,8 @@ func (r *reporter) targets() {
 		return r.where(func(x *row) bool { return x.target == target && x.mode == "closed" })
 	}
 
-	// Cached Checks/CPU-s >= 80 % of the floor's.
+	// Cached Checks/CPU-s >= 85 % of the floor's at concurrency 16 and 64
+	// (1 shown too: one Check in flight, no batching on either side).
 	{
 		var parts []string
 		all, n := true, 0
@@ -673,16 +674,23 @@ func (r *reporter) targets() {
 			if math.IsNaN(x.floorRatio) {
 				continue
 			}
-			n++
-			all = all && x.floorRatio >= 0.8
-			parts = append(parts, fmt.Sprintf("c=%d: %s vs %s Checks/CPU-s = %.0f %%", x.concurrency,
-				thousands(x.checksPerCPU), thousands(r.find("floor", "closed", x.concurrency, 0).checksPerCPU), x.floorRatio*100))
+			judged := x.concurrency == 16 || x.concurrency == 64
+			if judged {
+				n++
+				all = all && x.floorRatio >= 0.85
+			}
+			part := fmt.Sprintf("c=%d: %s vs %s Checks/CPU-s = %.0f %%", x.concurrency,
+				thousands(x.checksPerCPU), thousands(r.find("floor", "closed", x.concurrency, 0).checksPerCPU), x.floorRatio*100)
+			if !judged {
+				part += " (not judged)"
+			}
+			parts = append(parts, part)
 		}
 		v := "not measured"
 		if n > 0 {
 			v = met(all)
 		}
-		vs = append(vs, verdict{"Cached Check: ≥ 80 % of the floor's Checks per server CPU-second (closed loop, each concurrency)", strings.Join(parts, "; "), v})
+		vs = append(vs, verdict{"Cached Check: ≥ 85 % of the floor's Checks per server CPU-second (closed loop, concurrency 16 and 64)", strings.Join(parts, "; "), v})
 	}
 
 	// The same, at equal load: closed-loop runs at the same concurrency
@@ -696,7 +704,7 @@ func (r *reporter) targets() {
 				continue
 			}
 			n++
-			all = all && x.floorRatio >= 0.8
+			all = all && x.floorRatio >= 0.85
 			parts = append(parts, fmt.Sprintf("%s rps: %s vs %s Checks/CPU-s = %.0f %%", thousands(float64(x.rate)),
 				thousands(x.checksPerCPU), thousands(f.checksPerCPU), x.floorRatio*100))
 		}
@@ -710,22 +718,12 @@ func (r *reporter) targets() {
 	// And by the Go benchmarks alone.
 	if c, f := r.benchMedian("BenchmarkCheckCached"), r.benchMedian("BenchmarkCheckFloor"); !math.IsNaN(c) && !math.IsNaN(f) {
 		vs = append(vs, verdict{"… the same by the Go benchmarks alone: BenchmarkCheckFloor's time over BenchmarkCheckCached's",
-			fmt.Sprintf("%.1f µs vs %.1f µs = %.0f %%", f/1e3, c/1e3, f/c*100), met(f/c >= 0.8) + " (supplementary reading)"})
+			fmt.Sprintf("%.1f µs vs %.1f µs = %.0f %%", f/1e3, c/1e3, f/c*100), met(f/c >= 0.85) + " (supplementary reading)"})
 	}
 
-	// Cached p99 at 5000 rps <= 1.5x the floor's.
-	{
-		c, f := r.find("cached", "open", r.openConc(), 5000), r.find("floor", "open", r.openConc(), 5000)
-		fig, v := "5,000 rps not in BENCH_RATES", "not measured"
-		if c != nil && f != nil {
-			fig = fmt.Sprintf("cached %s ms vs floor %s ms = %s; achieved %s and %s rps, ghz's core %s %% and %s %% busy",
-				ms(c.p99), ms(f.p99), ratio(c.p99Ratio), thousands(c.rps), thousands(f.rps), pct(c.loadCoreBusy()), pct(f.loadCoreBusy()))
-			v = met(c.p99Ratio <= 1.5)
-		}
-		vs = append(vs, verdict{"Cached Check: p99 at 5,000 rps ≤ 1.5× the floor's (open loop)", fig, v})
-	}
-
-	// Uncached CPU/Check <= 1.1 x (floor CPU/Check + jwt.Parse).
+	// Uncached CPU/Check <= 1.1 x (floor CPU/Check + jwt.Parse): by the
+	// load run for the two providers it serves, by the Go benchmarks for
+	// every algorithm.
 	for _, k := range []struct{ target, bench string }{
 		{"uncached-rs512", "BenchmarkJWTParse/RS512-4096"},
 		{"uncached-es256", "BenchmarkJWTParse/ES256"},
@@ -750,39 +748,42 @@ func (r *reporter) targets() {
 		}
 		vs = append(vs, verdict{fmt.Sprintf("Uncached %s: server CPU per Check ≤ 1.1 × (floor's CPU per Check + %s)",
 			strings.ToUpper(strings.TrimPrefix(k.target, "uncached-")), k.bench), strings.Join(parts, "; "), v})
-
-		// Cross-check with the Go benchmarks alone (bufconn; client and
-		// server in one process, so both sides include the client's cost).
-		name := strings.TrimPrefix(k.bench, "BenchmarkJWTParse/")
-		unc, fl := r.benchMedian("BenchmarkCheckUncached/"+name)/1e3, r.benchMedian("BenchmarkCheckFloor")/1e3
+	}
+	for _, name := range []string{"RS512-4096", "ES256", "RS256-2048", "EdDSA"} {
+		// Go benchmarks alone: bufconn, client and server in one process,
+		// so both sides include the client's cost.
+		unc, fl, parse := r.benchMedian("BenchmarkCheckUncached/"+name)/1e3, r.benchMedian("BenchmarkCheckFloor")/1e3, r.benchMedian("BenchmarkJWTParse/"+name)/1e3
 		if !math.IsNaN(unc) && !math.IsNaN(fl) && !math.IsNaN(parse) {
-			vs = append(vs, verdict{"… the same by the Go benchmarks alone: BenchmarkCheckUncached/" + name + " ≤ 1.1 × (BenchmarkCheckFloor + " + k.bench + ")",
+			vs = append(vs, verdict{"Uncached " + name + " by the Go benchmarks: BenchmarkCheckUncached/" + name + " ≤ 1.1 × (BenchmarkCheckFloor + BenchmarkJWTParse/" + name + ")",
 				fmt.Sprintf("%.1f µs vs bound 1.1 × (%.1f + %.1f) = %.1f µs (%.2f× the sum)", unc, fl, parse, 1.1*(fl+parse), unc/(fl+parse)),
-				met(unc <= 1.1*(fl+parse)) + " (supplementary reading)"})
+				met(unc <= 1.1*(fl+parse))})
 		}
 	}
 
-	// New users >= 2000/s.
+	// New users: p50 at concurrency 1 <= 3 ms, >= 2000/s at 16.
 	{
-		var best *row
 		var parts []string
+		p50ok, rateok, seen1, seen16 := true, true, false, false
 		valid := true
 		for _, x := range r.where(func(x *row) bool { return x.mode == "newusers" }) {
 			rate := float64(x.usersCreated) / x.seconds
-			parts = append(parts, fmt.Sprintf("c=%d: %s/s", x.concurrency, thousands(rate)))
-			if best == nil || rate > float64(best.usersCreated)/best.seconds {
-				best = x
+			parts = append(parts, fmt.Sprintf("c=%d: %s/s, p50 %s ms", x.concurrency, thousands(rate), ms(x.p50)))
+			switch x.concurrency {
+			case 1:
+				seen1, p50ok = true, x.p50 <= 3
+			case 16:
+				seen16, rateok = true, rate >= 2000
 			}
 			valid = valid && x.usersCreated == x.count && x.errors == 0 && x.deny == 0
 		}
 		v := "not measured"
-		if best != nil {
-			v = met(float64(best.usersCreated)/best.seconds >= 2000)
+		if seen1 || seen16 {
+			v = fmt.Sprintf("p50 at c=1 %s; rate at c=16 %s", met(p50ok && seen1), met(rateok && seen16))
 			if !valid {
 				v += " (but not every Check created a user: see the new-users table)"
 			}
 		}
-		vs = append(vs, verdict{"New users: ≥ 2,000 first logins per second, each durable before its allow (best concurrency)", strings.Join(parts, "; "), v})
+		vs = append(vs, verdict{"New users, each durable before its allow: p50 ≤ 3 ms at concurrency 1, ≥ 2,000 first logins per second at 16", strings.Join(parts, "; "), v})
 	}
 
 	// RSS <= 150 MB.
@@ -801,7 +802,20 @@ func (r *reporter) targets() {
 				v = "not measured at size (" + v + " with fewer than 100,000)"
 			}
 		}
-		vs = append(vs, verdict{"Memory: ≤ 150 MB RSS with 100,000 cached tokens and 100,000 known users", fig, v})
+		vs = append(vs, verdict{"Memory: ≤ 150 MB RSS with 100,000 cached tokens and 100,000 known users (GOMEMLIMIT unset)", fig, v})
+	}
+
+	// Routes: 100 routes cost a cached Check at most 5 %.
+	if r0, r100 := r.benchMedian("BenchmarkCheckRoutes/routes=0"), r.benchMedian("BenchmarkCheckRoutes/routes=100"); !math.IsNaN(r0) && !math.IsNaN(r100) {
+		fig := fmt.Sprintf("%.1f µs vs %.1f µs = %+.1f %%", r100/1e3, r0/1e3, (r100/r0-1)*100)
+		if m := r.benchMedian("BenchmarkMatch100"); !math.IsNaN(m) {
+			fig += fmt.Sprintf("; BenchmarkMatch100 (route.Table.Match over 100 routes) %.2f µs", m/1e3)
+		}
+		vs = append(vs, verdict{"Routes: BenchmarkCheckRoutes with 100 routes within 5 % of none", fig, met(r100 <= 1.05*r0)})
+	}
+	if off, on := r.benchMedian("BenchmarkCheckTracing/tracing=false"), r.benchMedian("BenchmarkCheckTracing/tracing=true"); !math.IsNaN(off) && !math.IsNaN(on) {
+		vs = append(vs, verdict{"Tracing: BenchmarkCheckTracing on against off (no target)",
+			fmt.Sprintf("%.1f µs vs %.1f µs = %+.1f %%", on/1e3, off/1e3, (on/off-1)*100), "–"})
 	}
 
 	r.printf("%s Targets\n\n", r.h)
@@ -821,13 +835,4 @@ func (r *reporter) targets() {
 		r.printf("\nEvery Check of every scenario was answered OK and allowed.\n")
 	}
 	r.printf("\n")
-}
-
-func (r *reporter) openConc() int {
-	for _, x := range r.rows {
-		if x.mode == "open" {
-			return x.concurrency
-		}
-	}
-	return 0
 }
