@@ -805,3 +805,23 @@ func TestPodTemplateStable(t *testing.T) {
 		}
 	})
 }
+
+// TestChartMemoryFitsMeasuredRSS: the default memory request holds the RSS
+// docs/performance.md measured with the default cache full (100,000 cached
+// tokens) and 100,000 known users, GOMEMLIMIT unset: 269.0 MB at its peak.
+// The Go memory limit the chart derives (90% of the limit) is above it too.
+func TestChartMemoryFitsMeasuredRSS(t *testing.T) {
+	const measuredPeakRSS = 269_000_000
+	out, err := render(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := container(t, decodeManifests(t, out))
+	req, limit := c.Resources.Requests.Memory().Value(), c.Resources.Limits.Memory().Value()
+	if req < measuredPeakRSS {
+		t.Errorf("memory request %d bytes, under the measured peak RSS %d", req, measuredPeakRSS)
+	}
+	if gomemlimit := limit / 10 * 9; gomemlimit < req || limit < req {
+		t.Errorf("memory limit %d bytes (GOMEMLIMIT %d) under the request %d", limit, gomemlimit, req)
+	}
+}
