@@ -14,11 +14,6 @@ package main
 
 import (
 	"bufio"
-	"crypto"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,12 +24,14 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/jwtauthz/jwtauthz/internal/extauthz"
+	"github.com/jwtauthz/jwtauthz/internal/signing"
 )
 
 func main() {
@@ -81,7 +78,7 @@ func runMint(args []string, w io.Writer) error {
 	if method == nil {
 		return fmt.Errorf("--alg %q: unknown algorithm", *alg)
 	}
-	key, err := loadKey(*keyFile)
+	key, err := signing.LoadPrivateKey(*keyFile)
 	if err != nil {
 		return err
 	}
@@ -123,26 +120,6 @@ func runMint(args []string, w io.Writer) error {
 		}
 	}
 	return nil
-}
-
-func loadKey(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(b)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: no PKCS#8 PRIVATE KEY block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	s, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not a signing key", path, k)
-	}
-	return s, nil
 }
 
 // Request shapes, picked by index so a pool mixes them the same way every run.
@@ -226,11 +203,11 @@ func checkRequest(i int, token, host string, now *timestamppb.Timestamp) *authv3
 	if strings.Contains(path, "%d") {
 		path = fmt.Sprintf(path, i%997)
 	}
-	id := requestID()
+	id := extauthz.RequestID()
 	return &authv3.CheckRequest{
 		Attributes: &authv3.AttributeContext{
-			Source:      peer(fmt.Sprintf("10.1.%d.%d", i/250%250, i%250+1), uint32(32768+i%28000)),
-			Destination: peer("10.0.0.10", 8080),
+			Source:      extauthz.Peer(fmt.Sprintf("10.1.%d.%d", i/250%250, i%250+1), uint32(32768+i%28000)),
+			Destination: extauthz.Peer("10.0.0.10", 8080),
 			Request: &authv3.AttributeContext_Request{
 				Time: now,
 				Http: &authv3.AttributeContext_HttpRequest{
@@ -256,28 +233,6 @@ func checkRequest(i int, token, host string, now *timestamppb.Timestamp) *authv3
 			},
 		},
 	}
-}
-
-func peer(ip string, port uint32) *authv3.AttributeContext_Peer {
-	return &authv3.AttributeContext_Peer{
-		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{
-				Protocol:      corev3.SocketAddress_TCP,
-				Address:       ip,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-			},
-		}},
-	}
-}
-
-// requestID is a random UUID-shaped id, as Envoy puts in x-request-id.
-func requestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 func readLines(path string) ([]string, error) {

@@ -157,6 +157,8 @@ func DefaultHost(addr string) string {
 	return host
 }
 
+// Peer is a TCP peer at ip:port, as Envoy describes a request's source
+// and destination.
 func Peer(ip string, port uint32) *authv3.AttributeContext_Peer {
 	return &authv3.AttributeContext_Peer{
 		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{

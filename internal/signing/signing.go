@@ -184,6 +184,7 @@ func LoadPrivateKey(path string) (crypto.Signer, error) {
 	return key, nil
 }
 
+// ParsePrivateKeyPEM parses what LoadPrivateKey reads from a file.
 func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 	rest := data
 	for {
