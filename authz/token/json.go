@@ -88,88 +88,85 @@ func (d *decoder) literal(lit string) error {
 }
 
 func (d *decoder) object() (any, error) {
-	if d.depth++; d.depth > maxDepth {
-		return nil, errDepth
-	}
-	d.pos++ // {
 	m := make(map[string]any)
-	d.skipSpace()
-	if d.pos < len(d.data) && d.data[d.pos] == '}' {
-		d.pos++
-		d.depth--
-		return m, nil
-	}
-	for {
+	err := d.elements('}', "after object key:value pair", func() error {
 		d.skipSpace()
 		if d.pos >= len(d.data) || d.data[d.pos] != '"' {
-			return nil, d.syntax("looking for beginning of object key string")
+			return d.syntax("looking for beginning of object key string")
 		}
 		name, err := d.str()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.skipSpace()
 		if d.pos >= len(d.data) || d.data[d.pos] != ':' {
-			return nil, d.syntax("after object key")
+			return d.syntax("after object key")
 		}
 		d.pos++
 		v, err := d.value()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if _, dup := m[name]; dup && !d.dups {
 			d.dup, d.dups = name, true
 		}
 		m[name] = v // the last one wins, as in encoding/json
-		d.skipSpace()
-		if d.pos >= len(d.data) {
-			return nil, d.syntax("unexpected end of JSON input")
-		}
-		switch d.data[d.pos] {
-		case ',':
-			d.pos++
-			continue
-		case '}':
-			d.pos++
-			d.depth--
-			return m, nil
-		}
-		return nil, d.syntax("after object key:value pair")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return m, nil
 }
 
 func (d *decoder) array() (any, error) {
-	if d.depth++; d.depth > maxDepth {
-		return nil, errDepth
-	}
-	d.pos++ // [
 	a := make([]any, 0)
-	d.skipSpace()
-	if d.pos < len(d.data) && d.data[d.pos] == ']' {
-		d.pos++
-		d.depth--
-		return a, nil
-	}
-	for {
+	err := d.elements(']', "after array element", func() error {
 		v, err := d.value()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		a = append(a, v)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// elements reads the comma-separated elements of the object or array that
+// opens at d.pos, each with elem, through its closing byte. after is the
+// syntax error for anything else after an element.
+func (d *decoder) elements(closing byte, after string, elem func() error) error {
+	if d.depth++; d.depth > maxDepth {
+		return errDepth
+	}
+	d.pos++ // { or [
+	d.skipSpace()
+	if d.pos < len(d.data) && d.data[d.pos] == closing {
+		d.pos++
+		d.depth--
+		return nil
+	}
+	for {
+		if err := elem(); err != nil {
+			return err
+		}
 		d.skipSpace()
 		if d.pos >= len(d.data) {
-			return nil, d.syntax("unexpected end of JSON input")
+			return d.syntax("unexpected end of JSON input")
 		}
 		switch d.data[d.pos] {
 		case ',':
 			d.pos++
-			continue
-		case ']':
+		case closing:
 			d.pos++
 			d.depth--
-			return a, nil
+			return nil
+		default:
+			return d.syntax(after)
 		}
-		return nil, d.syntax("after array element")
 	}
 }
 
