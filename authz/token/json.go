@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -356,89 +355,69 @@ func onlySpace(b []byte) bool {
 	return true
 }
 
-// unquote decodes the body of a JSON string that holds escapes or invalid
-// UTF-8, as encoding/json's unquote does: invalid UTF-8 and unpaired
-// surrogates become U+FFFD. The body has been scanned already.
+// escapes maps the byte after a backslash to the byte it stands for, for
+// JSON's one-byte escapes; 0 for the rest.
+var escapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+
+// unquote decodes the body of a string that str has scanned and found to
+// hold an escape or invalid UTF-8. Invalid UTF-8 and a surrogate escape
+// that is not half of a pair become U+FFFD, as in encoding/json (utf8
+// encodes both as RuneError). ok is false only if s was not scanned by
+// str: every escape there is whole.
 func unquote(s []byte) (string, bool) {
-	b := make([]byte, 0, len(s)+2*utf8.UTFMax)
-	for r := 0; r < len(s); {
-		switch c := s[r]; {
-		case c == '\\':
-			r++
-			if r >= len(s) {
-				return "", false
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c != '\\':
+			r, n := rune(c), 1
+			if c >= utf8.RuneSelf {
+				r, n = utf8.DecodeRune(s[i:])
 			}
-			switch s[r] {
-			default:
-				return "", false
-			case '"', '\\', '/', '\'':
-				b = append(b, s[r])
-				r++
-			case 'b':
-				b = append(b, '\b')
-				r++
-			case 'f':
-				b = append(b, '\f')
-				r++
-			case 'n':
-				b = append(b, '\n')
-				r++
-			case 'r':
-				b = append(b, '\r')
-				r++
-			case 't':
-				b = append(b, '\t')
-				r++
-			case 'u':
-				r--
-				rr := getu4(s[r:])
-				if rr < 0 {
-					return "", false
-				}
-				r += 6
-				if utf16.IsSurrogate(rr) {
-					rr1 := getu4(s[r:])
-					if dec := utf16.DecodeRune(rr, rr1); dec != unicode.ReplacementChar {
-						r += 6
-						b = utf8.AppendRune(b, dec)
-						break
-					}
-					rr = unicode.ReplacementChar
-				}
-				b = utf8.AppendRune(b, rr)
-			}
-		case c == '"', c < ' ':
-			return "", false
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-			r++
+			b = utf8.AppendRune(b, r)
+			i += n
+		case i+1 < len(s) && escapes[s[i+1]] != 0:
+			b = append(b, escapes[s[i+1]])
+			i += 2
 		default:
-			rr, size := utf8.DecodeRune(s[r:])
-			r += size
-			b = utf8.AppendRune(b, rr)
+			r, ok := escapedRune(s[i:])
+			if !ok {
+				return "", false
+			}
+			i += 6
+			if utf16.IsSurrogate(r) {
+				if low, ok := escapedRune(s[i:]); ok {
+					if pair := utf16.DecodeRune(r, low); pair != utf8.RuneError {
+						r = pair
+						i += 6
+					}
+				}
+			}
+			b = utf8.AppendRune(b, r)
 		}
 	}
 	return string(b), true
 }
 
-// getu4 decodes \uXXXX at the start of s, or returns -1.
-func getu4(s []byte) rune {
+// escapedRune reads the \uXXXX escape that s starts with.
+func escapedRune(s []byte) (rune, bool) {
 	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
-		return -1
+		return 0, false
 	}
 	var r rune
 	for _, c := range s[2:6] {
+		var v byte
 		switch {
-		case '0' <= c && c <= '9':
-			c = c - '0'
+		case isDigit(c):
+			v = c - '0'
 		case 'a' <= c && c <= 'f':
-			c = c - 'a' + 10
+			v = c - 'a' + 10
 		case 'A' <= c && c <= 'F':
-			c = c - 'A' + 10
+			v = c - 'A' + 10
 		default:
-			return -1
+			return 0, false
 		}
-		r = r*16 + rune(c)
+		r = r<<4 | rune(v)
 	}
-	return r
+	return r, true
 }
