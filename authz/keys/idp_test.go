@@ -186,6 +186,24 @@ func verifier(src token.KeySource, algs ...string) *token.Verifier {
 	return token.NewVerifier(token.Options{Provider: "idp", Algorithms: algs, UsernameClaim: "sub", Keys: src})
 }
 
+// servingK1 starts an identity provider whose /jwks holds key as kid "k1".
+func servingK1(t *testing.T, key crypto.Signer) *idp {
+	t.Helper()
+	p := newIDP(t)
+	p.set("/jwks", page{body: jwks(t, jwk(t, key, map[string]any{"kid": "k1"}))})
+	return p
+}
+
+// bubbleRemote reads p's /jwks from inside a synctest bubble, with opts
+// besides; it has fetched the set once.
+func bubbleRemote(t *testing.T, p *idp, opts keys.RemoteOptions) *keys.Remote {
+	t.Helper()
+	opts.URL, opts.Client = p.URL+"/jwks", bubbleClient()
+	r := keys.NewRemote(opts)
+	mustRefresh(t, r)
+	return r
+}
+
 func mustRefresh(t *testing.T, r *keys.Remote) {
 	t.Helper()
 	if err := r.Refresh(context.Background()); err != nil {

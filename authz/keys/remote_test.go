@@ -53,11 +53,9 @@ func TestRemoteKeyPublishedAfterItsFirstToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k1, k2 := generate(t, "RS256"), generate(t, "RS256")
-			p := newIDP(t)
-			p.set("/jwks", page{body: jwks(t, jwk(t, k1, map[string]any{"kid": "k1"}))})
+			p := servingK1(t, k1)
 			synctest.Test(t, func(t *testing.T) {
-				r := keys.NewRemote(keys.RemoteOptions{URL: p.URL + "/jwks", Client: bubbleClient()})
-				mustRefresh(t, r)
+				r := bubbleRemote(t, p, keys.RemoteOptions{})
 				v := verifier(r, "RS256")
 				ctx := context.Background()
 				for i := range tc.floodKIDs {
@@ -93,11 +91,9 @@ func TestRemoteKeyPublishedAfterItsFirstToken(t *testing.T) {
 // returns at the instant it was made.
 func TestRemoteUnknownKIDFlood(t *testing.T) {
 	k1 := generate(t, "ES256")
-	p := newIDP(t)
-	p.set("/jwks", page{body: jwks(t, jwk(t, k1, map[string]any{"kid": "k1"}))})
+	p := servingK1(t, k1)
 	synctest.Test(t, func(t *testing.T) {
-		r := keys.NewRemote(keys.RemoteOptions{URL: p.URL + "/jwks", Client: bubbleClient()})
-		mustRefresh(t, r)
+		r := bubbleRemote(t, p, keys.RemoteOptions{})
 		kids := make([]string, 200)
 		for i := range kids {
 			kids[i] = fmt.Sprintf("%016x", rand.Uint64())
@@ -137,12 +133,10 @@ func TestRemoteUnknownKIDFlood(t *testing.T) {
 // as the bucket would allow.
 func TestRemoteSameKIDAtMostOnceASecond(t *testing.T) {
 	k1 := generate(t, "ES256")
-	p := newIDP(t)
-	p.set("/jwks", page{body: jwks(t, jwk(t, k1, map[string]any{"kid": "k1"}))})
+	p := servingK1(t, k1)
 	synctest.Test(t, func(t *testing.T) {
 		var log refreshLog
-		r := keys.NewRemote(keys.RemoteOptions{URL: p.URL + "/jwks", Client: bubbleClient(), OnRefresh: log.record})
-		mustRefresh(t, r)
+		r := bubbleRemote(t, p, keys.RemoteOptions{OnRefresh: log.record})
 		for range 400 { // 4 s
 			r.Lookup(context.Background(), nil, "not-there", "ES256")
 			time.Sleep(10 * time.Millisecond)
@@ -168,8 +162,7 @@ func TestRemoteSameKIDAtMostOnceASecond(t *testing.T) {
 // once too. Real time: a hanging network read stops a bubble's clock.
 func TestRemoteCheckNeverWaitsOnTheLimiter(t *testing.T) {
 	k1, k2 := generate(t, "ES256"), generate(t, "ES256")
-	p := newIDP(t)
-	p.set("/jwks", page{body: jwks(t, jwk(t, k1, map[string]any{"kid": "k1"}))})
+	p := servingK1(t, k1)
 	r := keys.NewRemote(keys.RemoteOptions{URL: p.URL + "/jwks", UnknownKIDBurst: 1, UnknownKIDRefill: time.Hour})
 	mustRefresh(t, r)
 
@@ -215,11 +208,9 @@ func TestRemoteCheckNeverWaitsOnTheLimiter(t *testing.T) {
 // kids from hitting the failing endpoint again until the bucket refills.
 func TestRemoteFailedFetchEmptiesTheBucket(t *testing.T) {
 	k1 := generate(t, "ES256")
-	p := newIDP(t)
-	p.set("/jwks", page{body: jwks(t, jwk(t, k1, map[string]any{"kid": "k1"}))})
+	p := servingK1(t, k1)
 	synctest.Test(t, func(t *testing.T) {
-		r := keys.NewRemote(keys.RemoteOptions{URL: p.URL + "/jwks", Client: bubbleClient()})
-		mustRefresh(t, r)
+		r := bubbleRemote(t, p, keys.RemoteOptions{})
 		p.set("/jwks", page{status: http.StatusBadGateway})
 		ctx := context.Background()
 		r.Lookup(ctx, nil, "a", "ES256")

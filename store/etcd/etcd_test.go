@@ -123,34 +123,9 @@ func TestReplicasCreateOnce(t *testing.T) {
 	srv := etcdtest.Start(t)
 	replicas := []*etcd.Store{open(t, srv.Endpoint(), "/r/"), open(t, srv.Endpoint(), "/r/"), open(t, srv.Endpoint(), "/r/")}
 
-	ids := make([]store.Identity, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			ids[i], errs[i] = replicas[i%len(replicas)].Login(context.Background(),
-				store.Login{Provider: "p", Username: "racer", At: t0.Add(time.Duration(i) * time.Second)})
-		})
-	}
-	close(start)
-	wg.Wait()
-
-	news := 0
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("Login %d: %v", i, errs[i])
-		}
-		if ids[i].ID != 1 || !ids[i].Active {
-			t.Errorf("Login %d = %+v, want ID 1, active", i, ids[i])
-		}
-		if ids[i].New {
-			news++
-		}
-	}
-	if news != 1 {
-		t.Errorf("%d Logins got New, want 1", news)
+	id := storetest.FirstLoginRace(t, n, func(i int) storetest.Store { return replicas[i%len(replicas)] })
+	if id.ID != 1 {
+		t.Errorf("the racers' ID = %d, want 1", id.ID)
 	}
 	c := srv.Client(t)
 	if users, idN := count(t, c, "/r/users/"), count(t, c, "/r/ids/"); users != 1 || idN != 1 {
@@ -159,6 +134,7 @@ func TestReplicasCreateOnce(t *testing.T) {
 
 	// The replicas' write-behind counts add up, however their merges race.
 	flushErrs := make([]error, len(replicas))
+	var wg sync.WaitGroup
 	for i, r := range replicas {
 		wg.Go(func() { flushErrs[i] = r.Flush() })
 	}

@@ -231,35 +231,7 @@ func testLoginClaims(t *testing.T, newOpen Opener) {
 func testLoginConcurrentFirst(t *testing.T, open Opener) {
 	const n = 100
 	s := open(t)
-
-	ids := make([]store.Identity, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			ids[i], errs[i] = s.Login(context.Background(), store.Login{Provider: "p", Username: "racer", At: t0.Add(time.Duration(i) * time.Second)})
-		})
-	}
-	close(start)
-	wg.Wait()
-
-	news := 0
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("Login %d: %v", i, errs[i])
-		}
-		if ids[i].ID != ids[0].ID || !ids[i].Active {
-			t.Errorf("Login %d = %+v, want ID %d, active", i, ids[i], ids[0].ID)
-		}
-		if ids[i].New {
-			news++
-		}
-	}
-	if news != 1 {
-		t.Errorf("%d Logins got New, want 1", news)
-	}
+	FirstLoginRace(t, n, func(int) Store { return s })
 	mustClose(t, s)
 
 	s = open(t)
@@ -662,4 +634,40 @@ func PageWhile(t *testing.T, s Store, finished func() bool) []uint64 {
 			return seen
 		}
 	}
+}
+
+// FirstLoginRace makes n Logins of one new user ("p", "racer") at once,
+// the i-th at t0 + i seconds on the store of(i), and checks that they all
+// got the same active identity and that exactly one of them created it.
+func FirstLoginRace(t *testing.T, n int, of func(i int) Store) store.Identity {
+	t.Helper()
+	ids := make([]store.Identity, n)
+	errs := make([]error, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			ids[i], errs[i] = of(i).Login(context.Background(), store.Login{Provider: "p", Username: "racer", At: t0.Add(time.Duration(i) * time.Second)})
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	news := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("Login %d: %v", i, errs[i])
+		}
+		if ids[i].ID != ids[0].ID || !ids[i].Active {
+			t.Errorf("Login %d = %+v, want ID %d, active", i, ids[i], ids[0].ID)
+		}
+		if ids[i].New {
+			news++
+		}
+	}
+	if news != 1 {
+		t.Errorf("%d Logins got New, want 1", news)
+	}
+	return ids[0]
 }
