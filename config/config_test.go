@@ -177,7 +177,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
 			if err == nil {
-				t.Fatal("parseConfig succeeded, want an error")
+				t.Fatal("Parse succeeded, want an error")
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -220,7 +220,7 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := Parse([]byte(tc.doc))
 			if err != nil {
-				t.Fatalf("parseConfig: %v", err)
+				t.Fatalf("Parse: %v", err)
 			}
 			_, err = BuildProviders(cfg, BuildOptions{})
 			if err == nil {

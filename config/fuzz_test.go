@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// FuzzParseConfig feeds arbitrary documents to parseConfig. It must never
+// FuzzParseConfig feeds arbitrary documents to Parse. It must never
 // panic or hang; a refusal must say where (a line) or what (a key of the
 // config file); an accepted config must hold the invariants serve relies on.
 // The committed corpus (testdata/fuzz/FuzzParseConfig) holds the README's
@@ -23,7 +23,7 @@ func FuzzParseConfig(f *testing.F) {
 		cfg, err := Parse(data)
 		if err != nil {
 			if cfg != nil {
-				t.Fatalf("parseConfig failed (%v) and returned a config", err)
+				t.Fatalf("Parse failed (%v) and returned a config", err)
 			}
 			if !namesLineOrKey(err.Error(), keys) {
 				t.Fatalf("error names neither a line nor a config key: %q\ndocument: %q", err, data)
@@ -44,7 +44,7 @@ const maxLeewayForFuzz = 5 * time.Minute
 
 // namesLineOrKey reports whether an error message points at a line of the
 // document or names a config key (a key path such as providers[0].leeway
-// starts with one of them), or is one of parseConfig's whole-document
+// starts with one of them), or is one of Parse's whole-document
 // messages.
 func namesLineOrKey(msg string, keys []string) bool {
 	if lineRE.MatchString(msg) || strings.Contains(msg, "the file is empty") {
@@ -82,7 +82,7 @@ func configKeys(t reflect.Type, prefix string) []string {
 	return slices.Compact(out)
 }
 
-// checkConfigInvariants checks what serve relies on once parseConfig has
+// checkConfigInvariants checks what serve relies on once Parse has
 // accepted a document.
 func checkConfigInvariants(t *testing.T, cfg *Config) {
 	t.Helper()
@@ -152,7 +152,7 @@ func TestParseConfigYAMLErrorsNameALine(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))
 			if err == nil {
-				t.Fatal("parseConfig succeeded, want an error")
+				t.Fatal("Parse succeeded, want an error")
 			}
 			if !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("error %q, want it to start with %q", err, tc.want)
