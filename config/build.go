@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -42,9 +44,10 @@ type Providers struct {
 // provider's remote (same name, URL or discovery issuer, refresh interval
 // and static keys) keeps its loop, and with it the keys it fetched.
 type loop struct {
-	remote *keys.Remote
-	cancel context.CancelFunc // nil until started
-	done   chan struct{}
+	provider string
+	remote   *keys.Remote
+	cancel   context.CancelFunc // nil until started
+	done     chan struct{}
 }
 
 // BuildOptions are what building needs beyond the config.
@@ -104,7 +107,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 			rk := remoteKey(p, static)
 			l := o.Reuse.loop(rk)
 			if l == nil {
-				l = &loop{remote: keys.NewRemote(keys.RemoteOptions{
+				l = &loop{provider: name, remote: keys.NewRemote(keys.RemoteOptions{
 					URL:             p.JWKSURL,
 					DiscoveryIssuer: discoveryIssuer(p),
 					Static:          static,
@@ -285,6 +288,31 @@ func remoteKey(p *Provider, static []keys.Key) string {
 		}
 	}
 	return fmt.Sprintf("%s|%s|%s|%v|%x", p.Name, p.JWKSURL, discoveryIssuer(p), p.JWKSRefreshInterval, h.Sum(nil))
+}
+
+// FetchNew fetches, at once and together, the remote sets whose refresh
+// loops have not started: the ones a reload built anew rather than took
+// over. A reload calls it before the swap, so that no Check of a new or
+// changed provider meets it without keys.
+func (ps *Providers) FetchNew(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, 0, len(ps.loops))
+	var mu sync.Mutex
+	for _, l := range ps.loops {
+		if l.cancel != nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := l.remote.Refresh(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("provider %q: %w", l.provider, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 // RefreshOnce fetches every remote set once, for "verify" and "validate".

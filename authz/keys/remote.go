@@ -144,27 +144,34 @@ func (r *Remote) Current() *Set { return r.current.Load() }
 // Loaded reports whether a fetch has ever succeeded.
 func (r *Remote) Loaded() bool { return r.loaded.Load() }
 
-// Run fetches the set at once, then every RefreshInterval, until ctx ends.
+// Run fetches the set at once (or, when a Refresh has loaded it already,
+// after RefreshInterval), then every RefreshInterval, until ctx ends.
 // After a failed fetch it retries sooner: RetryInterval, doubling up to
 // min(RefreshInterval, MaxRetryInterval), until a fetch succeeds; the last
 // good keys are kept meanwhile.
 func (r *Remote) Run(ctx context.Context) {
 	maxRetry := min(r.opts.RefreshInterval, MaxRetryInterval)
 	retry := min(r.opts.RetryInterval, maxRetry)
+	var delay time.Duration
+	if r.Loaded() {
+		delay = r.opts.RefreshInterval
+	}
 	for {
-		delay := r.opts.RefreshInterval
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		delay = r.opts.RefreshInterval
 		if err := r.refresh(ctx); err != nil {
 			delay = retry
 			retry = min(retry*2, maxRetry)
 		} else {
 			retry = min(r.opts.RetryInterval, maxRetry)
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
 		}
 	}
 }

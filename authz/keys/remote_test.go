@@ -461,3 +461,26 @@ func TestRemoteJoinedRefreshReportsItsOutcome(t *testing.T) {
 }
 
 var _ token.KeySource = (*keys.Remote)(nil)
+
+// TestRemoteRunAfterRefresh: a set that Refresh has just loaded (a reload
+// fetches a changed provider's keys before its swap) is not fetched again
+// when Run starts, only after RefreshInterval.
+func TestRemoteRunAfterRefresh(t *testing.T) {
+	p := servingK1(t, generate(t, "ES256"))
+	synctest.Test(t, func(t *testing.T) {
+		r := bubbleRemote(t, p, keys.RemoteOptions{RefreshInterval: time.Hour})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go r.Run(ctx)
+		time.Sleep(time.Hour - time.Second)
+		synctest.Wait()
+		if got := p.fetches("/jwks"); got != 1 {
+			t.Fatalf("fetches = %d in the hour after Refresh, want 1 (Refresh's own)", got)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if got := p.fetches("/jwks"); got != 2 {
+			t.Errorf("fetches = %d an hour after Refresh, want 2", got)
+		}
+	})
+}

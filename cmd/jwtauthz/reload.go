@@ -98,6 +98,12 @@ func (s *service) swapConfig() error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	// A new or changed provider's keys are fetched before the swap, as
+	// validate fetches them: the running config answered its tokens, and
+	// the new one must not answer them 503 while a first fetch runs.
+	if err := provs.FetchNew(s.runCtx); err != nil {
+		return fmt.Errorf("config: fetching the keys of a new or changed provider: %w", err)
+	}
 	if s.adminAPI != nil {
 		if err := s.adminAPI.SetPolicy(config.AdminPolicy(next, provs)); err != nil {
 			return fmt.Errorf("config: %w", err)

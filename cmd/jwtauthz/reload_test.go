@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"fmt"
@@ -345,6 +346,10 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := fetches.LoadOrStore(r.URL.Path, new(atomic.Int64))
 		n.(*atomic.Int64).Add(1)
+		if r.URL.Path == "/down" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write(jwks)
 	}))
 	t.Cleanup(srv.Close)
@@ -378,9 +383,14 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, err := cc.check(context.Background(), tok); err != nil || !a.allow {
-		t.Fatalf("before the reloads: %+v %v", a, err)
+	otherTok, err := signing.Mint(key, "bob", signing.Options{TTL: time.Hour, Now: time.Now(), Issuer: "https://other.example"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	eventually(t, 5*time.Second, "the other provider's keys load", func() bool {
+		a, err := cc.check(context.Background(), otherTok)
+		return err == nil && a.allow
+	})
 	before := settledGoroutines(0)
 	intervals := []string{"2h", "1h"}
 	for i := range 100 {
@@ -388,8 +398,12 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 		if err := svc.reload("test"); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
-		if a, err := cc.check(context.Background(), tok); err != nil || !a.allow {
-			t.Fatalf("after reload %d: %+v %v", i, a, err)
+		// The changed provider has its keys the moment the reload is in
+		// force: no Check meets it while a first fetch runs.
+		for _, tk := range []string{tok, otherTok} {
+			if a, err := cc.check(context.Background(), tk); err != nil || !a.allow {
+				t.Fatalf("after reload %d: %+v %v", i, a, err)
+			}
 		}
 	}
 	after := settledGoroutines(before)
@@ -397,11 +411,27 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 	if got := count("/idp"); got != 1 {
 		t.Errorf("the unchanged provider's set was fetched %d times over 100 reloads, want 1", got)
 	}
-	if got := count("/other"); got < 100 {
-		t.Errorf("the changed provider's set was fetched %d times, want a new loop (and fetch) per reload", got)
+	if got := count("/other"); got != 101 {
+		t.Errorf("the changed provider's set was fetched %d times, want 101: once at start, then once per reload by its new loop's source, before the swap (and not again when the loop starts)", got)
 	}
 	if after > before {
 		t.Errorf("goroutines grew from %d to %d over 100 reloads", before, after)
+	}
+
+	// A changed provider whose new JWK Set cannot be fetched fails the
+	// reload, as validate would; the running config, keys and all, stays.
+	vol.update(t, map[string][]byte{"config.yaml": bytes.Replace(doc("1h"), []byte(srv.URL+"/other"), []byte(srv.URL+"/down"), 1)})
+	err = svc.reload("test")
+	if err == nil || !strings.Contains(err.Error(), `provider "other"`) || !strings.Contains(err.Error(), "503") {
+		t.Errorf("reload with the other provider's JWKS down: %v, want an error naming the provider and the 503", err)
+	}
+	if count("/down") != 1 {
+		t.Errorf("/down fetched %d times, want 1", count("/down"))
+	}
+	for _, tk := range []string{tok, otherTok} {
+		if a, err := cc.check(context.Background(), tk); err != nil || !a.allow {
+			t.Errorf("after the failed reload: %+v %v, want the running config to allow", a, err)
+		}
 	}
 }
 
