@@ -111,7 +111,8 @@ func (m *Metrics) JWKSProvider(provider string, interval time.Duration) {
 	m.jwksSuccess.WithLabelValues(provider).Add(0)
 }
 
-// JWKSForget drops the JWKS series of a provider a reload removed, so
+// JWKSForget drops the JWKS freshness series of a provider whose keys are
+// no longer fetched (a reload removed it, or gave it static keys only), so
 // that no alert watches keys nobody uses.
 func (m *Metrics) JWKSForget(provider string) {
 	if m == nil {
@@ -119,6 +120,27 @@ func (m *Metrics) JWKSForget(provider string) {
 	}
 	m.jwksInterval.DeleteLabelValues(provider)
 	m.jwksSuccess.DeleteLabelValues(provider)
+}
+
+// ProviderAdded starts a provider's fetch counts at 0, so that
+// jwtauthz_jwks_refresh_total has a series for every provider, static
+// ones included (they never fetch).
+func (m *Metrics) ProviderAdded(provider string) {
+	if m == nil {
+		return
+	}
+	m.jwksRefresh.WithLabelValues(provider, "success").Add(0)
+	m.jwksRefresh.WithLabelValues(provider, "failure").Add(0)
+}
+
+// ProviderRemoved drops every JWKS series of a provider a reload removed.
+func (m *Metrics) ProviderRemoved(provider string) {
+	if m == nil {
+		return
+	}
+	m.JWKSForget(provider)
+	m.jwksRefresh.DeleteLabelValues(provider, "success")
+	m.jwksRefresh.DeleteLabelValues(provider, "failure")
 }
 
 // CacheRequests returns the cache counter for result (hit or miss).

@@ -45,6 +45,8 @@ type Providers struct {
 // and static keys) keeps its loop, and with it the keys it fetched.
 type loop struct {
 	provider string
+	source   string // the URL and discovery issuer it fetches from
+	interval time.Duration
 	remote   *keys.Remote
 	cancel   context.CancelFunc // nil until started
 	done     chan struct{}
@@ -104,10 +106,13 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		var src KeySource = keys.NewStatic(keys.NewSet(static, 1)).WithLogger(logger)
 		if p.JWKSURL != "" || p.Discovery {
 			name := p.Name
-			rk := remoteKey(p, static)
+			rk, source := remoteKey(p, static), p.JWKSURL+"|"+discoveryIssuer(p)
 			l := o.Reuse.loop(rk)
 			if l == nil {
-				l = &loop{provider: name, remote: keys.NewRemote(keys.RemoteOptions{
+				// A changed refresh interval or static keys make a new
+				// source, which starts from the keys the running one
+				// fetched from the same place.
+				l = &loop{provider: name, source: source, interval: p.JWKSRefreshInterval, remote: keys.NewRemote(keys.RemoteOptions{
 					URL:             p.JWKSURL,
 					DiscoveryIssuer: discoveryIssuer(p),
 					Static:          static,
@@ -116,8 +121,8 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 					Tracer:          o.Tracer,
 					Logger:          logger,
 					OnRefresh:       func(err error) { o.Metrics.JWKSRefreshed(name, err) },
+					Seed:            o.Reuse.remoteFrom(name, source),
 				})}
-				o.Metrics.JWKSProvider(name, p.JWKSRefreshInterval)
 			}
 			ps.loops[rk] = l
 			ps.Remotes[name] = l.remote
@@ -230,12 +235,17 @@ func (ps *Providers) Loaded() (loaded, total int) {
 
 // Start starts the refresh loops of ps's remote key sources that are not
 // running yet (those taken over from a running config are); they run
-// until ctx ends or Retire stops them.
+// until ctx ends or Retire stops them. It announces ps's providers to the
+// metrics: until Start, ps is not in force.
 func (ps *Providers) Start(ctx context.Context) {
+	for _, name := range ps.Names {
+		ps.metrics.ProviderAdded(name)
+	}
 	for _, l := range ps.loops {
 		if l.cancel != nil {
 			continue
 		}
+		ps.metrics.JWKSProvider(l.provider, l.interval)
 		ctx, cancel := context.WithCancel(ctx)
 		l.cancel, l.done = cancel, make(chan struct{})
 		go func() {
@@ -246,8 +256,11 @@ func (ps *Providers) Start(ctx context.Context) {
 }
 
 // Retire stops the refresh loops of ps that next did not take over and
-// waits for them to end; with next nil, every loop. The metrics of the
-// providers next no longer has are dropped.
+// waits for them to end; with next nil, every loop. The series of the
+// providers next does not have are dropped, and the JWKS freshness series
+// of those whose keys next does not fetch. A reload that fails once ps is
+// built retires ps in favour of the running providers, so that nothing of
+// it is left behind.
 func (ps *Providers) Retire(next *Providers) {
 	for k, l := range ps.loops {
 		if next != nil && next.loops[k] == l {
@@ -259,10 +272,27 @@ func (ps *Providers) Retire(next *Providers) {
 		}
 	}
 	for _, name := range ps.Names {
-		if next == nil || !slices.Contains(next.Names, name) {
+		switch {
+		case next == nil || !slices.Contains(next.Names, name):
+			ps.metrics.ProviderRemoved(name)
+		case next.Remotes[name] == nil:
 			ps.metrics.JWKSForget(name)
 		}
 	}
+}
+
+// remoteFrom returns the running remote of provider name that fetches
+// from source, or nil.
+func (ps *Providers) remoteFrom(name, source string) *keys.Remote {
+	if ps == nil {
+		return nil
+	}
+	for _, l := range ps.loops {
+		if l.provider == name && l.source == source {
+			return l.remote
+		}
+	}
+	return nil
 }
 
 // loop returns the loop of a remote built as rk, or nil.
@@ -290,16 +320,16 @@ func remoteKey(p *Provider, static []keys.Key) string {
 	return fmt.Sprintf("%s|%s|%s|%v|%x", p.Name, p.JWKSURL, discoveryIssuer(p), p.JWKSRefreshInterval, h.Sum(nil))
 }
 
-// FetchNew fetches, at once and together, the remote sets whose refresh
-// loops have not started: the ones a reload built anew rather than took
-// over. A reload calls it before the swap, so that no Check of a new or
-// changed provider meets it without keys.
+// FetchNew fetches, at once and together, the remote sets that a reload
+// built anew and that did not start from a running source's keys: a new
+// provider, or a new URL or discovery issuer. A reload calls it before
+// the swap, so that no Check meets a provider without keys.
 func (ps *Providers) FetchNew(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, 0, len(ps.loops))
 	var mu sync.Mutex
 	for _, l := range ps.loops {
-		if l.cancel != nil {
+		if l.cancel != nil || l.remote.Loaded() {
 			continue
 		}
 		wg.Go(func() {

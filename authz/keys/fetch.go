@@ -60,6 +60,9 @@ func (r *Remote) fetch(ctx context.Context) error {
 		return err
 	}
 	if resp.notModified {
+		if f := r.last.Load(); f != nil {
+			r.last.Store(&fetched{keys: f.keys, jwks: r.jwks, disc: r.disc})
+		}
 		return nil
 	}
 	keys, skipped, err := ParseJWKS(resp.body)
@@ -69,13 +72,8 @@ func (r *Remote) fetch(ctx context.Context) error {
 	for _, s := range skipped {
 		r.opts.Logger.Warn("JWKS key skipped", "url", RedactURL(jwksURL), "err", s)
 	}
-	all := make([]Key, 0, len(r.opts.Static)+len(keys))
-	all = append(append(all, r.opts.Static...), keys...)
-	if !r.Current().sameKeys(all) {
-		r.current.Store(NewSet(all, r.gen.Add(1)))
-	}
 	r.jwks = resp.next
-	r.loaded.Store(true)
+	r.store(&fetched{keys: keys, jwks: r.jwks, disc: r.disc})
 	return nil
 }
 

@@ -66,6 +66,12 @@ type RemoteOptions struct {
 	// OnRefresh, when set, is called after every fetch with its outcome:
 	// nil for a new set, an unchanged one, or a 304 Not Modified.
 	OnRefresh func(err error)
+	// Seed, when set, is a source of the same URL (or discovery issuer)
+	// that this one replaces, as a reload does when a provider's refresh
+	// interval or static keys change: this one starts with the keys Seed
+	// last fetched (beside its own Static) and Seed's validators, and
+	// counts as loaded, so that it needs no fetch to begin with.
+	Seed *Remote
 }
 
 // Remote is a JWK Set fetched over HTTP(S) and refreshed in the background.
@@ -78,6 +84,7 @@ type Remote struct {
 	current atomic.Pointer[Set]
 	gen     atomic.Uint64
 	loaded  atomic.Bool
+	last    atomic.Pointer[fetched] // what the last successful fetch read
 	cut     *cutLog
 	shown   string // the URL as logs show it: RedactURL of the JWK Set's or the discovery URL
 
@@ -135,7 +142,39 @@ func NewRemote(opts RemoteOptions) *Remote {
 	if len(opts.Static) > 0 {
 		r.current.Store(NewSet(opts.Static, r.gen.Add(1)))
 	}
+	if f := opts.Seed.lastFetch(); f != nil && opts.Seed.opts.URL == opts.URL && opts.Seed.opts.DiscoveryIssuer == opts.DiscoveryIssuer {
+		r.jwks, r.disc = f.jwks, f.disc
+		r.store(f)
+	}
 	return r
+}
+
+// fetched is what a successful fetch read: the keys of the set, and the
+// validators to send next time.
+type fetched struct {
+	keys []Key
+	jwks validators
+	disc discovered
+}
+
+// lastFetch returns what r's last successful fetch read, or nil.
+func (r *Remote) lastFetch() *fetched {
+	if r == nil {
+		return nil
+	}
+	return r.last.Load()
+}
+
+// store makes f, beside the static keys, the current set (a new one only
+// when the keys changed), and r loaded.
+func (r *Remote) store(f *fetched) {
+	all := make([]Key, 0, len(r.opts.Static)+len(f.keys))
+	all = append(append(all, r.opts.Static...), f.keys...)
+	if !r.Current().sameKeys(all) {
+		r.current.Store(NewSet(all, r.gen.Add(1)))
+	}
+	r.last.Store(f)
+	r.loaded.Store(true)
 }
 
 // Current returns the last good set, or nil while no key is loaded.

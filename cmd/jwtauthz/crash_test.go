@@ -43,6 +43,18 @@ type child struct {
 // variables, and waits until it listens (not until it is SERVING).
 func startChild(t testing.TB, cfgPath string, env []string, args ...string) *child {
 	t.Helper()
+	c := spawnChild(t, cfgPath, env, args...)
+	tt, ok := t.(*testing.T)
+	if !ok {
+		t.Fatal("startChild needs a *testing.T")
+	}
+	c.grpcAddr, c.httpAddr = listening(tt, c.logs)
+	return c
+}
+
+// spawnChild is startChild without the wait: serve may still be starting.
+func spawnChild(t testing.TB, cfgPath string, env []string, args ...string) *child {
+	t.Helper()
 	c := &child{logs: &testlog.Buffer{}, waited: make(chan struct{})}
 	c.cmd = exec.Command(os.Args[0], append([]string{"serve", "--config", cfgPath, "--log-format", "json"}, args...)...)
 	c.cmd.Env = append(append(os.Environ(), "JWTAUTHZ_TEST_MAIN=1"), env...)
@@ -58,11 +70,6 @@ func startChild(t testing.TB, cfgPath string, env []string, args ...string) *chi
 		c.cmd.Process.Kill()
 		<-c.waited
 	})
-	tt, ok := t.(*testing.T)
-	if !ok {
-		t.Fatal("startChild needs a *testing.T")
-	}
-	c.grpcAddr, c.httpAddr = listening(tt, c.logs)
 	return c
 }
 

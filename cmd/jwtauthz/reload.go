@@ -70,9 +70,12 @@ func (s *service) reload(trigger string) error {
 	return nil
 }
 
-func (s *service) swapConfig() error {
+func (s *service) swapConfig() (err error) {
 	if s.configPath == "" {
 		return errors.New("the service was started without a config file to reload")
+	}
+	if s.stopping.Err() != nil {
+		return errors.New("the service is shutting down")
 	}
 	next, err := config.Load(s.configPath)
 	if err != nil {
@@ -94,6 +97,11 @@ func (s *service) swapConfig() error {
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			provs.Retire(s.provs.Load()) // what FetchNew's fetches counted
+		}
+	}()
 	policy, err := config.Policy(next, provs)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -101,7 +109,7 @@ func (s *service) swapConfig() error {
 	// A new or changed provider's keys are fetched before the swap, as
 	// validate fetches them: the running config answered its tokens, and
 	// the new one must not answer them 503 while a first fetch runs.
-	if err := provs.FetchNew(s.runCtx); err != nil {
+	if err := provs.FetchNew(s.stopping); err != nil {
 		return fmt.Errorf("config: fetching the keys of a new or changed provider: %w", err)
 	}
 	if s.adminAPI != nil {

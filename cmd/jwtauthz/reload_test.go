@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/jwtauthz/jwtauthz/config"
 	"github.com/jwtauthz/jwtauthz/internal/servetest"
 	"github.com/jwtauthz/jwtauthz/internal/signing"
+	"github.com/jwtauthz/jwtauthz/store/bolt"
 )
 
 // kubeVolume is a directory laid out as the kubelet lays out a ConfigMap or
@@ -93,12 +95,22 @@ func (r *reloadSetup) config(listen, httpListen, extra string) []byte {
 }
 
 func publicPEM(t *testing.T, key crypto.Signer) []byte {
+	return keyFile(t, key, signing.PublicKeyFile)
+}
+
+// jwksOf is the JWK Set keygen would write for key.
+func jwksOf(t *testing.T, key crypto.Signer) []byte {
+	return keyFile(t, key, signing.JWKSFile)
+}
+
+// keyFile returns the file called name that keygen writes for key (ES256).
+func keyFile(t *testing.T, key crypto.Signer, name string) []byte {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "k")
 	if _, err := signing.WriteKeyFiles(dir, "ES256", key); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, signing.PublicKeyFile))
+	b, err := os.ReadFile(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,19 +346,13 @@ func TestReloadUnderLoad(t *testing.T) {
 // loop is replaced; no loop is left running.
 func TestReloadKeepsRemoteKeys(t *testing.T) {
 	key := newKey(t)
-	dir := filepath.Join(t.TempDir(), "k")
-	if _, err := signing.WriteKeyFiles(dir, "ES256", key); err != nil {
-		t.Fatal(err)
-	}
-	jwks, err := os.ReadFile(filepath.Join(dir, signing.JWKSFile))
-	if err != nil {
-		t.Fatal(err)
-	}
+	jwks := jwksOf(t, key)
 	var fetches sync.Map // path -> *atomic.Int64
+	var down atomic.Bool // the identity provider answers 503 to everything
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := fetches.LoadOrStore(r.URL.Path, new(atomic.Int64))
 		n.(*atomic.Int64).Add(1)
-		if r.URL.Path == "/down" {
+		if r.URL.Path == "/down" || down.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
@@ -361,11 +367,16 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 		return n.(*atomic.Int64).Load()
 	}
 	dbPath := filepath.Join(t.TempDir(), "users.db")
+	// The other provider has a PEM key beside its JWKS URL.
+	pemPath := filepath.Join(t.TempDir(), "other.pem")
+	if err := os.WriteFile(pemPath, publicPEM(t, newKey(t)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	doc := func(interval string) []byte {
 		return fmt.Appendf(nil, "listen: 127.0.0.1:0\nhttp_listen: \"\"\nstore: {path: %s}\nproviders:\n"+
 			"  - {name: idp, algorithms: [ES256], jwks_url: %s/idp}\n"+
-			"  - {name: other, issuer: https://other.example, algorithms: [ES256], jwks_url: %s/other, jwks_refresh_interval: %s}\n",
-			dbPath, srv.URL, srv.URL, interval)
+			"  - {name: other, issuer: https://other.example, algorithms: [ES256], jwks_url: %s/other, jwks_refresh_interval: %s, pem_files: [%s]}\n",
+			dbPath, srv.URL, srv.URL, interval, pemPath)
 	}
 	vol := newKubeVolume(t, map[string][]byte{"config.yaml": doc("1h")})
 	cfg, err := config.Load(vol.path("config.yaml"))
@@ -399,7 +410,7 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 			t.Fatalf("reload %d: %v", i, err)
 		}
 		// The changed provider has its keys the moment the reload is in
-		// force: no Check meets it while a first fetch runs.
+		// force: its new source starts from the keys the old one fetched.
 		for _, tk := range []string{tok, otherTok} {
 			if a, err := cc.check(context.Background(), tk); err != nil || !a.allow {
 				t.Fatalf("after reload %d: %+v %v", i, a, err)
@@ -411,12 +422,35 @@ func TestReloadKeepsRemoteKeys(t *testing.T) {
 	if got := count("/idp"); got != 1 {
 		t.Errorf("the unchanged provider's set was fetched %d times over 100 reloads, want 1", got)
 	}
-	if got := count("/other"); got != 101 {
-		t.Errorf("the changed provider's set was fetched %d times, want 101: once at start, then once per reload by its new loop's source, before the swap (and not again when the loop starts)", got)
+	if got := count("/other"); got != 1 {
+		t.Errorf("the set of the provider whose interval changed was fetched %d times over 100 reloads, want 1 (at start): each new source starts from the running one's keys", got)
 	}
 	if after > before {
 		t.Errorf("goroutines grew from %d to %d over 100 reloads", before, after)
 	}
+
+	// With the identity provider down, a reload that changes the other
+	// provider's interval and rotates its PEM key needs no fetch: it
+	// applies, the fetched keys stay and the new PEM key verifies.
+	down.Store(true)
+	rotated := newKey(t)
+	if err := os.WriteFile(pemPath, publicPEM(t, rotated), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vol.update(t, map[string][]byte{"config.yaml": doc("3h")})
+	if err := svc.reload("test"); err != nil {
+		t.Fatalf("reload of a changed interval and PEM key with the identity provider down: %v", err)
+	}
+	rotatedTok, err := signing.Mint(rotated, "carol", signing.Options{TTL: time.Hour, Now: time.Now(), Issuer: "https://other.example", NoKID: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range []string{tok, otherTok, rotatedTok} {
+		if a, err := cc.check(context.Background(), tk); err != nil || !a.allow {
+			t.Errorf("after the reload with the identity provider down: %+v %v", a, err)
+		}
+	}
+	down.Store(false)
 
 	// A changed provider whose new JWK Set cannot be fetched fails the
 	// reload, as validate would; the running config, keys and all, stays.
@@ -549,5 +583,165 @@ routes:
 	}
 	if _, _, code := runForTest(t, "validate"); code != 2 {
 		t.Errorf("no --config: exit %d, want 2", code)
+	}
+}
+
+// TestReloadJWKSMetricsFollowTheConfig: the JWKS series describe the
+// config in force. A failed reload leaves none of its own behind (its new
+// provider's, or its interval for a running one); a provider that a
+// reload gives static keys only loses its freshness series, which would
+// otherwise grow stale and alert.
+func TestReloadJWKSMetricsFollowTheConfig(t *testing.T) {
+	key := newKey(t)
+	jwks := jwksOf(t, key)
+	pemPath := filepath.Join(t.TempDir(), "public.pem")
+	if err := os.WriteFile(pemPath, publicPEM(t, key), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(jwks)
+	}))
+	t.Cleanup(srv.Close)
+	path, dbPath := filepath.Join(t.TempDir(), "config.yaml"), filepath.Join(t.TempDir(), "users.db")
+	write := func(providers string) {
+		t.Helper()
+		doc := fmt.Sprintf("listen: 127.0.0.1:0\nhttp_listen: 127.0.0.1:0\nstore: {path: %s}\nproviders:\n%s", dbPath, providers)
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(fmt.Sprintf("  - {name: idp, algorithms: [ES256], jwks_url: %s/jwks}\n", srv.URL))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := startService(context.Background(), cfg, serviceOptions{logger: discardLogger(), configPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.shutdown(0) })
+	waitHealth(t, svc.grpcAddr.String(), healthpb.HealthCheckResponse_SERVING)
+	series := func(provider string) []string {
+		t.Helper()
+		_, body := httpGet(t, "http://"+svc.httpAddr.String()+"/metrics")
+		var out []string
+		for line := range strings.Lines(body) {
+			if strings.HasPrefix(line, "jwtauthz_jwks_") && strings.Contains(line, `provider="`+provider+`"`) {
+				out = append(out, strings.TrimSpace(line))
+			}
+		}
+		return out
+	}
+	has := func(provider, want string) bool {
+		return slices.ContainsFunc(series(provider), func(s string) bool { return strings.HasPrefix(s, want) })
+	}
+
+	write(fmt.Sprintf("  - {name: idp, algorithms: [ES256], jwks_url: %s/jwks, jwks_refresh_interval: 2h}\n", srv.URL) +
+		fmt.Sprintf("  - {name: extra, issuer: https://extra.example, algorithms: [ES256], jwks_url: %s/down}\n", srv.URL))
+	if err := svc.reload("test"); err == nil {
+		t.Fatal("a reload whose new provider's JWKS answers 503 succeeded")
+	}
+	if got := series("extra"); len(got) > 0 {
+		t.Errorf("the failed reload's provider has series: %q", got)
+	}
+	if !has("idp", `jwtauthz_jwks_refresh_interval_seconds{provider="idp"} 3600`) {
+		t.Errorf("the running provider's interval after a failed reload: %q, want 3600", series("idp"))
+	}
+
+	write(fmt.Sprintf("  - {name: idp, algorithms: [ES256], pem_files: [%s]}\n", pemPath))
+	if err := svc.reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{"jwtauthz_jwks_refresh_interval_seconds", "jwtauthz_jwks_last_success_timestamp_seconds"} {
+		if has("idp", gone) {
+			t.Errorf("a provider with static keys only keeps %s: %q", gone, series("idp"))
+		}
+	}
+	if !has("idp", `jwtauthz_jwks_refresh_total{provider="idp",result="success"}`) {
+		t.Errorf("the provider's fetch count went: %q", series("idp"))
+	}
+}
+
+// TestReloadSIGHUPBesideSIGTERM: a SIGHUP reload waiting on a slow
+// identity provider (a new provider's first fetch) does not hold up
+// SIGTERM: health turns NOT_SERVING at once, the fetch is abandoned and
+// serve exits 0.
+func TestReloadSIGHUPBesideSIGTERM(t *testing.T) {
+	s := servetest.New(t)
+	hit, release := make(chan struct{}, 1), make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hit <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "too late", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	c := startChild(t, s.ConfigPath, nil, "--drain", "1s", "--watch=false")
+	waitHealth(t, c.grpcAddr, healthpb.HealthCheckResponse_SERVING)
+	doc, err := os.ReadFile(s.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteConfig(t, string(doc)+fmt.Sprintf("  - {name: slow, issuer: https://slow.example, algorithms: [ES256], jwks_url: %s/jwks}\n", slow.URL))
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	<-hit
+	start := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for healthStatus(t, c.grpcAddr, authzService) == healthpb.HealthCheckResponse_SERVING {
+		if time.Since(start) > time.Second {
+			t.Fatal("still SERVING 1s after SIGTERM: the SIGHUP reload holds up the shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := c.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("serve exited %d, want 0; logs:\n%s", code, c.logs.String())
+	}
+	if !strings.Contains(c.logs.String(), "config reload failed") {
+		t.Errorf("the abandoned reload is not logged as failed; logs:\n%s", c.logs.String())
+	}
+}
+
+// TestServeSIGHUPDuringStart: a SIGHUP sent while serve is still starting
+// (here waiting for the bbolt lock a previous process holds) does not end
+// it, as SIGHUP's default action would: serve starts and reloads.
+func TestServeSIGHUPDuringStart(t *testing.T) {
+	s := servetest.New(t)
+	held, err := bolt.Open(bolt.Options{Path: s.DBPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := spawnChild(t, s.ConfigPath, nil, "--drain", "0")
+	time.Sleep(500 * time.Millisecond) // serve waits for the lock (2s at most)
+	if err := c.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := held.Close(); err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr, _ := listening(t, c.logs)
+	waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
+	eventually(t, 3*time.Second, "the SIGHUP sent during start-up reloads", func() bool {
+		return strings.Contains(c.logs.String(), `"trigger":"SIGHUP"`)
+	})
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("serve exited %d, want 0; logs:\n%s", code, c.logs.String())
 	}
 }

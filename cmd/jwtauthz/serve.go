@@ -90,22 +90,28 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("config after flags: %w", err)
 	}
 
+	// SIGHUP is caught from here on: its default action ends the process,
+	// and one sent while the store opens is a reload once serve runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	svc, err := startService(ctx, cfg, serviceOptions{logger: logger, configPath: path, overrides: overrides, watch: *watch, getenv: env.getenv})
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-hup:
-			_ = svc.reload("SIGHUP")
-			continue
-		case <-ctx.Done():
+	// Reloads run beside the wait for SIGTERM, so that one waiting on a
+	// slow identity provider does not hold up the shutdown.
+	go func() {
+		for {
+			select {
+			case <-hup:
+				_ = svc.reload("SIGHUP")
+			case <-ctx.Done():
+				return
+			}
 		}
-		break
-	}
+	}()
+	<-ctx.Done()
 	logger.Info("shutting down", "drain", *drain)
 	return svc.shutdown(*drain)
 }
@@ -200,6 +206,10 @@ type service struct {
 	runCtx    context.Context
 	cancel    context.CancelFunc
 	done      chan struct{} // closed when the gRPC server has stopped
+	// stopping ends when shutdown begins (or serve's context ends): a
+	// reload in progress stops fetching, and none starts.
+	stopping context.Context
+	stop     context.CancelFunc
 
 	// The config in force and how to read the next one; reloadMu
 	// serialises reloads.
@@ -298,7 +308,10 @@ func startService(ctx context.Context, cfg *config.Config, o serviceOptions) (sv
 	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopping, stop := context.WithCancel(ctx)
 	svc = &service{
+		stopping:   stopping,
+		stop:       stop,
 		logger:     o.logger,
 		store:      db,
 		authz:      authz.New(authzOptions(db, o, metrics, tracer), policy),
@@ -450,6 +463,7 @@ func (s *service) closeStore() error {
 // Envoy and Kubernetes stop sending, stops gracefully, then flushes and
 // closes the store.
 func (s *service) shutdown(drain time.Duration) error {
+	s.stop()
 	s.health.Shutdown() // every service NOT_SERVING, and it stays so
 	if drain > 0 {
 		time.Sleep(drain)

@@ -154,6 +154,11 @@ func TestServeEndToEnd(t *testing.T) {
 		`jwtauthz_users_created_total 1`,
 		`jwtauthz_check_duration_seconds_count 3`,
 		`jwtauthz_serving 1`,
+		// Every name SPEC.md lists, for a provider with static keys too.
+		`jwtauthz_jwks_refresh_total{provider="default",result="success"} 0`,
+		`jwtauthz_jwks_refresh_total{provider="default",result="failure"} 0`,
+		`jwtauthz_build_info{`,
+		`jwtauthz_token_cache_requests_total{result="hit"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
