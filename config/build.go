@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/jwtauthz/jwtauthz/authz"
 	"github.com/jwtauthz/jwtauthz/authz/claims"
@@ -38,6 +39,7 @@ type Providers struct {
 
 	loops   map[string]*loop // the remotes' refresh loops, by remoteKey
 	metrics *authz.Metrics
+	doc     *yaml.Node // the config's document, for the lines of fetch errors
 }
 
 // loop is one remote key source's refresh loop. A reload that keeps a
@@ -45,6 +47,7 @@ type Providers struct {
 // and static keys) keeps its loop, and with it the keys it fetched.
 type loop struct {
 	provider string
+	key      string // the config key it comes from: providers[i].jwks_url or .discovery
 	source   string // the URL and discovery issuer it fetches from
 	interval time.Duration
 	remote   *keys.Remote
@@ -86,6 +89,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		ClaimHeaders: map[string][]authz.ClaimHeader{},
 		loops:        map[string]*loop{},
 		metrics:      o.Metrics,
+		doc:          cfg.doc,
 	}
 	var verifiers []*token.Verifier
 	var errs []error
@@ -99,7 +103,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		}
 		schema, err := claims.Compile(p.ClaimsSchema)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.claims_schema: %w", key, err))
+			errs = append(errs, keyError(key+".claims_schema", err))
 			continue
 		}
 		logger := o.Logger.With("provider", p.Name)
@@ -112,7 +116,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 				// A changed refresh interval or static keys make a new
 				// source, which starts from the keys the running one
 				// fetched from the same place.
-				l = &loop{provider: name, source: source, interval: p.JWKSRefreshInterval, remote: keys.NewRemote(keys.RemoteOptions{
+				l = &loop{provider: name, key: key + remoteField(p), source: source, interval: p.JWKSRefreshInterval, remote: keys.NewRemote(keys.RemoteOptions{
 					URL:             p.JWKSURL,
 					DiscoveryIssuer: discoveryIssuer(p),
 					Static:          static,
@@ -146,7 +150,7 @@ func BuildProviders(cfg *Config, o BuildOptions) (*Providers, error) {
 		}))
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, withLines(cfg.doc, errors.Join(errs...))
 	}
 	router, err := token.NewRouter(verifiers)
 	if err != nil {
@@ -164,12 +168,12 @@ func readStaticKeys(p *Provider, key string, logger *slog.Logger) ([]keys.Key, e
 	for i, f := range p.PEMFiles {
 		ks, err := keys.ReadPEMFile(f)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.pem_files[%d]: %w", key, i, err))
+			errs = append(errs, keyError(fmt.Sprintf("%s.pem_files[%d]", key, i), err))
 			continue
 		}
 		for _, k := range ks {
 			if !keys.FitsAny(p.Algorithms, k.Public) {
-				errs = append(errs, fmt.Errorf("%s.pem_files[%d]: %s: a %s key fits none of the algorithms %v", key, i, f, keys.Describe(k.Public), p.Algorithms))
+				errs = append(errs, &KeyError{Key: fmt.Sprintf("%s.pem_files[%d]", key, i), Msg: fmt.Sprintf("%s: a %s key fits none of the algorithms %v", f, keys.Describe(k.Public), p.Algorithms)})
 			}
 		}
 		out = append(out, ks...)
@@ -178,9 +182,9 @@ func readStaticKeys(p *Provider, key string, logger *slog.Logger) ([]keys.Key, e
 		ks, skipped, err := keys.ReadJWKSFile(p.JWKSFile)
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("%s.jwks_file: %w", key, err))
+			errs = append(errs, keyError(key+".jwks_file", err))
 		case !anyFits(ks, p.Algorithms):
-			errs = append(errs, fmt.Errorf("%s.jwks_file: %s: no key fits the algorithms %v", key, p.JWKSFile, p.Algorithms))
+			errs = append(errs, &KeyError{Key: key + ".jwks_file", Msg: fmt.Sprintf("%s: no key fits the algorithms %v", p.JWKSFile, p.Algorithms)})
 		default:
 			for _, s := range skipped {
 				logger.Warn("JWKS file key skipped", "provider", p.Name, "file", p.JWKSFile, "err", s)
@@ -191,7 +195,7 @@ func readStaticKeys(p *Provider, key string, logger *slog.Logger) ([]keys.Key, e
 	if p.HMACSecretFile != "" {
 		k, err := keys.ReadHMACFile(p.HMACSecretFile)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.hmac_secret_file: %w", key, err))
+			errs = append(errs, keyError(key+".hmac_secret_file", err))
 		} else {
 			out = append(out, k)
 		}
@@ -325,35 +329,43 @@ func remoteKey(p *Provider, static []keys.Key) string {
 // provider, or a new URL or discovery issuer. A reload calls it before
 // the swap, so that no Check meets a provider without keys.
 func (ps *Providers) FetchNew(ctx context.Context) error {
+	return ps.fetch(ctx, func(l *loop) bool { return l.cancel == nil && !l.remote.Loaded() })
+}
+
+// RefreshOnce fetches every remote set once, for "verify" and "validate".
+func (ps *Providers) RefreshOnce(ctx context.Context) error {
+	return ps.fetch(ctx, func(*loop) bool { return true })
+}
+
+// fetch fetches the sets of the loops that want, together. Each error
+// names the provider's config key and line.
+func (ps *Providers) fetch(ctx context.Context, want func(*loop) bool) error {
 	var wg sync.WaitGroup
-	errs := make([]error, 0, len(ps.loops))
 	var mu sync.Mutex
+	var errs []error
 	for _, l := range ps.loops {
-		if l.cancel != nil || l.remote.Loaded() {
+		if !want(l) {
 			continue
 		}
 		wg.Go(func() {
 			if err := l.remote.Refresh(ctx); err != nil {
 				mu.Lock()
-				errs = append(errs, fmt.Errorf("provider %q: %w", l.provider, err))
+				errs = append(errs, &KeyError{Key: l.key, Msg: fmt.Sprintf("provider %q: %v", l.provider, err), Err: err})
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return errors.Join(errs...)
+	return withLines(ps.doc, errors.Join(errs...))
 }
 
-// RefreshOnce fetches every remote set once, for "verify" and "validate".
-func (ps *Providers) RefreshOnce(ctx context.Context) error {
-	var errs []error
-	for name, r := range ps.Remotes {
-		if err := r.Refresh(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("provider %q: %w", name, err))
-		}
+// remoteField is the key of p's remote key source.
+func remoteField(p *Provider) string {
+	if p.Discovery {
+		return ".discovery"
 	}
-	return errors.Join(errs...)
+	return ".jwks_url"
 }
 
 // Policy is the Check policy of cfg, over its built providers.

@@ -39,6 +39,8 @@ type Config struct {
 	Routes               []Route         `yaml:"routes"`
 	DefaultRoute         DefaultRoute    `yaml:"default_route"`
 	Tracing              Tracing         `yaml:"tracing"`
+
+	doc *yaml.Node // the document Parse read, for the lines of later errors
 }
 
 // Tracing is tracing.*: OpenTelemetry spans of every Check, exported over
@@ -231,8 +233,9 @@ func Parse(data []byte) (*Config, error) {
 	if cfg.Store.Backend == BackendEtcd && mappingValue(mappingValue(root.Content[0], "store"), "path") == nil {
 		cfg.Store.Path = "" // the bbolt file's default does not apply
 	}
+	cfg.doc = root.Content[0]
 	if err := cfg.Validate(); err != nil {
-		return nil, withLines(root.Content[0], err)
+		return nil, err
 	}
 	return &cfg, nil
 }
@@ -273,6 +276,40 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 			want = "a list"
 		}
 		return fmt.Errorf("line %d: %s must be %s", n.Line, orRoot(path), want)
+	case n.Kind == yaml.ScalarNode:
+		return checkScalar(n, t, path)
+	}
+	return nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// checkScalar refuses a number, boolean or duration of the wrong form,
+// naming its key: yaml.v3 alone names only the line, and reads 2.9 into an
+// integer as 2.
+func checkScalar(n *yaml.Node, t reflect.Type, path string) error {
+	if n.Tag == "!!null" {
+		return nil
+	}
+	bad := func(want string) error {
+		return &KeyError{Key: path, Line: n.Line, Msg: fmt.Sprintf("must be %s, got %q", want, n.Value)}
+	}
+	switch {
+	case t == durationType:
+		if n.Tag != "!!str" {
+			return bad("a duration with a unit (e.g. 30s, 1h)")
+		}
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			return bad("a duration with a unit (e.g. 30s, 1h)")
+		}
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Uint64:
+		if n.Tag != "!!int" || n.Decode(reflect.New(t).Interface()) != nil {
+			return bad(fmt.Sprintf("an integer (%s)", t.Kind()))
+		}
+	case t.Kind() == reflect.Bool:
+		if n.Decode(new(bool)) != nil {
+			return bad("true or false")
+		}
 	}
 	return nil
 }
@@ -386,7 +423,7 @@ func (c *Config) Validate() error {
 	if noIssuer > 1 {
 		add("providers", "%d providers have no issuer; at most one may, since tokens are routed by issuer", noIssuer)
 	}
-	return errors.Join(errs...)
+	return withLines(c.doc, errors.Join(errs...))
 }
 
 // validate checks the store settings. The etcd password and TLS files are

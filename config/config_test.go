@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -111,8 +113,14 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"unknown alg", "providers: [{algorithms: [RS999], pem_files: [k]}]", []string{`unknown algorithm "RS999"`}},
 		{"HS without secret", "providers: [{algorithms: [HS256], pem_files: [k]}]", []string{"providers[0].algorithms: HS256/384/512 need hmac_secret_file"}},
 		{"no keys", "providers: [{name: a}]", []string{"providers[0].pem_files: a provider needs keys"}},
-		{"bad duration", "providers: [{leeway: soon, pem_files: [k]}]", []string{"soon", "duration"}},
-		{"bad number", "cache: {max_entries: lots}\nproviders: [{pem_files: [k]}]", []string{"lots"}},
+		{"bad duration", "providers: [{leeway: soon, pem_files: [k]}]", []string{"line 1", `providers[0].leeway: must be a duration with a unit (e.g. 30s, 1h), got "soon"`}},
+		{"duration without unit", "providers:\n  - pem_files: [k]\n    jwks_refresh_interval: 30\n", []string{"line 3", `providers[0].jwks_refresh_interval: must be a duration`, `"30"`}},
+		{"bad number", "cache:\n  max_entries: lots\nproviders: [{pem_files: [k]}]", []string{"line 2", `cache.max_entries: must be an integer (int), got "lots"`}},
+		{"fraction for an integer", "cache: {max_entries: 2.9}\nproviders: [{pem_files: [k]}]", []string{"line 1", `cache.max_entries: must be an integer (int), got "2.9"`}},
+		{"exponent for an integer", "cache: {max_entries: 1e9}\nproviders: [{pem_files: [k]}]", []string{`cache.max_entries: must be an integer (int), got "1e9"`}},
+		{"bad boolean", "providers: [{pem_files: [k]}]\nforward_authorization: 3\n", []string{"line 2", `forward_authorization: must be true or false, got "3"`}},
+		{"bad nested boolean", "tracing: {enabled: maybe}\nproviders: [{pem_files: [k]}]", []string{`tracing.enabled: must be true or false, got "maybe"`}},
+		{"discovery without issuer", "providers:\n  - discovery: true\n", []string{"line 2", "providers[0].discovery: needs issuer"}},
 		{"negative cache", "cache: {max_entries: -1}\nproviders: [{pem_files: [k]}]", []string{"cache.max_entries"}},
 		{"bad listen", "listen: nope\nproviders: [{pem_files: [k]}]", []string{`listen: "nope" is not a host:port`}},
 		{"two providers without issuer", "providers: [{name: a, pem_files: [k]}, {name: b, pem_files: [k]}]", []string{"2 providers have no issuer"}},
@@ -209,12 +217,14 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 		name, doc string
 		want      []string
 	}{
-		{"missing PEM file", "providers: [{pem_files: [" + filepath.Join(dir, "nope.pem") + "]}]", []string{"providers[0].pem_files[0]", "nope.pem", "no such file"}},
-		{"not PEM", "providers: [{pem_files: [" + garbage + "]}]", []string{"providers[0].pem_files[0]", garbage}},
-		{"key type fits no allowed alg", "providers: [{algorithms: [RS512], pem_files: [" + es256PEM + "]}]", []string{"providers[0].pem_files[0]", "EC P-256 key fits none of the algorithms [RS512]"}},
-		{"schema does not compile", "providers: [{algorithms: [ES256], pem_files: [" + es256PEM + "], claims_schema: " + schema + "}]", []string{"providers[0].claims_schema", schema}},
-		{"HMAC secret too short", "providers: [{algorithms: [HS256], hmac_secret_file: " + short + "}]", []string{"providers[0].hmac_secret_file", "too short"}},
-		{"missing JWKS file", "providers: [{algorithms: [ES256], jwks_file: " + filepath.Join(dir, "none.json") + "}]", []string{"providers[0].jwks_file", "none.json"}},
+		{"missing PEM file", "providers: [{pem_files: [" + filepath.Join(dir, "nope.pem") + "]}]", []string{"line 1: providers[0].pem_files[0]", "nope.pem", "no such file"}},
+		{"not PEM", "providers: [{pem_files: [" + garbage + "]}]", []string{"line 1: providers[0].pem_files[0]", garbage}},
+		{"key type fits no allowed alg", "providers: [{algorithms: [RS512], pem_files: [" + es256PEM + "]}]", []string{"line 1: providers[0].pem_files[0]", "EC P-256 key fits none of the algorithms [RS512]"}},
+		{"schema does not compile", "providers: [{algorithms: [ES256], pem_files: [" + es256PEM + "], claims_schema: " + schema + "}]", []string{"line 1: providers[0].claims_schema", schema}},
+		{"HMAC secret too short", "providers: [{algorithms: [HS256], hmac_secret_file: " + short + "}]", []string{"line 1: providers[0].hmac_secret_file", "too short"}},
+		{"missing JWKS file", "providers: [{algorithms: [ES256], jwks_file: " + filepath.Join(dir, "none.json") + "}]", []string{"line 1: providers[0].jwks_file", "none.json"}},
+		{"missing schema, on its line", "providers:\n  - algorithms: [ES256]\n    pem_files: [" + es256PEM + "]\n    claims_schema: " + filepath.Join(dir, "nope.json") + "\n",
+			[]string{"line 4: providers[0].claims_schema", "nope.json"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,6 +240,9 @@ func TestBuildProvidersErrorsNameKeyAndFile(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "no such file") && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("error %q does not wrap fs.ErrNotExist", err)
 			}
 		})
 	}

@@ -17,7 +17,7 @@ func (p *Provider) validateDiscovery(key string) []error {
 	}
 	var errs []error
 	add := func(k, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", key, k, fmt.Sprintf(format, args...)))
+		errs = append(errs, &KeyError{Key: key + "." + k, Msg: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case p.Issuer == "":

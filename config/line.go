@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -74,8 +73,16 @@ func decodeYAML(data []byte, cfg *Config) error {
 // ("providers[0].algorithms") and what is wrong with it.
 type KeyError struct {
 	Key, Msg string
-	Line     int // 0 when not known (the key is not in the file)
+	Line     int   // 0 when not known (the key is not in the file)
+	Err      error // the cause, when there is one (a file that cannot be read)
 }
+
+// keyError is the KeyError of err at key.
+func keyError(key string, err error) *KeyError {
+	return &KeyError{Key: key, Msg: err.Error(), Err: err}
+}
+
+func (e *KeyError) Unwrap() error { return e.Err }
 
 func (e *KeyError) Error() string {
 	if e.Line > 0 {
@@ -84,22 +91,22 @@ func (e *KeyError) Error() string {
 	return e.Key + ": " + e.Msg
 }
 
-// withLines gives each KeyError of err the line of its key in the
+// withLines gives each KeyError in err the line of its key in the
 // document doc: the key itself, or, for a value left at its default, the
-// nearest enclosing key that is in the file.
+// nearest enclosing key that is in the file. With doc nil (a Config not
+// read by Parse), err is left as it is.
 func withLines(doc *yaml.Node, err error) error {
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
-	for _, e := range errs {
-		if ke, ok := e.(*KeyError); ok && ke.Line == 0 {
-			ke.Line = lineOf(doc, ke.Key)
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			withLines(doc, x)
+		}
+	case *KeyError:
+		if doc != nil && e.Line == 0 {
+			e.Line = lineOf(doc, e.Key)
 		}
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // keyPathRE splits a key path into names and [index]es.

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,7 +26,7 @@ func runMint(_ context.Context, env *cliEnv, args []string) error {
 func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	fs := newFlagSet(env, "mint", "--key FILE [flags] USERNAME")
 	keyPath := fs.String("key", "", "PEM private key (PKCS#8, PKCS#1 or SEC 1), or with --alg HS* a file whose bytes are the shared secret")
-	alg := fs.String("alg", "", "signing algorithm (default from the key: RS512 for RSA, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
+	alg := fs.String("alg", "", "signing algorithm (default: the alg keygen gave the key in the jwks.json beside it; else from the key: RS512 for RSA, ES256/384/512 by curve, EdDSA); HS256/384/512 need a secret file")
 	kid := fs.String("kid", "", `kid header (default: the key's RFC 7638 signing.Thumbprint, as in keygen's jwks.json; "" omits it)`)
 	iss := fs.String("iss", "", "iss claim")
 	var aud, claims stringList
@@ -62,12 +64,17 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 		}
 		key = secret
 	} else {
-		if key, err = signing.LoadPrivateKey(*keyPath); err != nil {
+		signer, err := signing.LoadPrivateKey(*keyPath)
+		if err != nil {
 			if errors.Is(err, signing.ErrNoPrivateKeyPEM) {
 				return fmt.Errorf("%w (for a shared-secret file, give --alg %s)", err, strings.Join(signing.HMACAlgs, "/"))
 			}
 			return err
 		}
+		if *alg == "" {
+			*alg = keygenAlg(*keyPath, signer)
+		}
+		key = signer
 	}
 
 	token, err := signing.Mint(key, fs.Arg(0), signing.Options{
@@ -85,6 +92,35 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	}
 	fmt.Fprintln(env.stdout, token)
 	return nil
+}
+
+// keygenAlg is the alg that keygen recorded for key in the jwks.json beside
+// keyPath (keygen --alg PS256 writes an RSA key meant for PS256, not the
+// RS512 an RSA key defaults to), or "" when there is none.
+func keygenAlg(keyPath string, key crypto.Signer) string {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(keyPath), signing.JWKSFile))
+	if err != nil {
+		return ""
+	}
+	kid, err := signing.Thumbprint(key.Public())
+	if err != nil {
+		return ""
+	}
+	var set struct {
+		Keys []struct {
+			KID string `json:"kid"`
+			Alg string `json:"alg"`
+		} `json:"keys"`
+	}
+	if json.Unmarshal(data, &set) != nil {
+		return ""
+	}
+	for _, k := range set.Keys {
+		if k.KID == kid {
+			return k.Alg
+		}
+	}
+	return ""
 }
 
 // parseClaimFlags turns --claim k=v values into claims. v is decoded as JSON

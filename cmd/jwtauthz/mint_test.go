@@ -87,10 +87,11 @@ func TestMint(t *testing.T) {
 		{keyAlg: "ES384", alg: "ES384", wantAlg: "ES384"},
 		{keyAlg: "ES512", alg: "ES512", wantAlg: "ES512"},
 		{keyAlg: "EdDSA", alg: "EdDSA", wantAlg: "EdDSA"},
-		// Without --alg the key decides: RSA keys carry no algorithm, so RS512,
-		// the default allowlist of a provider.
+		// Without --alg, the alg keygen recorded in the jwks.json beside the
+		// key (an RSA key alone carries none: see TestMintAlgFromKeygen).
 		{keyAlg: "RS512", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS512"},
-		{keyAlg: "PS384", keygenArgs: []string{"--bits", "2048"}, wantAlg: "RS512"},
+		{keyAlg: "PS384", keygenArgs: []string{"--bits", "2048"}, wantAlg: "PS384"},
+		{keyAlg: "RS256", wantAlg: "RS256"},
 		{keyAlg: "ES256", wantAlg: "ES256"},
 		{keyAlg: "ES384", wantAlg: "ES384"},
 		{keyAlg: "ES512", wantAlg: "ES512"},
@@ -469,5 +470,18 @@ func TestMintToken(t *testing.T) {
 	}
 	if _, err := signing.Mint(key, "", signing.Options{}); err == nil {
 		t.Error("signing.Mint with an empty username: got no error")
+	}
+}
+
+// TestMintAlgFromKeygen: an RSA key without keygen's jwks.json beside it
+// carries no algorithm, so mint signs RS512, a provider's default allowlist.
+func TestMintAlgFromKeygen(t *testing.T) {
+	dir := keygenForTest(t, "PS256")
+	if err := os.Remove(filepath.Join(dir, signing.JWKSFile)); err != nil {
+		t.Fatal(err)
+	}
+	tok := mustMint(t, "--key", filepath.Join(dir, signing.PrivateKeyFile), "alice")
+	if got := decodeSegment(t, tok, 0)["alg"]; got != "RS512" {
+		t.Errorf("an RSA key without jwks.json: alg %v, want RS512", got)
 	}
 }

@@ -560,8 +560,9 @@ routes:
 		want []string // in stderr
 	}{
 		{"unknown key", strings.Replace(good, "    auth: none\n", "    auth: none\n    auth_mode: x\n", 1), 1, []string{"line 15", `unknown key "routes[0].auth_mode"`}},
-		{"missing key file", strings.Replace(good, e.PublicPEM, filepath.Join(e.Dir, "missing.pem"), 1), 1, []string{"providers[0].pem_files[0]", "missing.pem", "no such file"}},
-		{"JWKS URL that fails", strings.Replace(good, jwks.URL+"/jwks", jwks.URL+"/gone", 1), 1, []string{`provider "partner"`, "HTTP status 404"}},
+		{"missing key file", strings.Replace(good, e.PublicPEM, filepath.Join(e.Dir, "missing.pem"), 1), 1, []string{"line 6: providers[0].pem_files[0]", "missing.pem", "no such file"}},
+		{"JWKS URL that fails", strings.Replace(good, jwks.URL+"/jwks", jwks.URL+"/gone", 1), 1, []string{`line 10: providers[1].jwks_url: provider "partner"`, "HTTP status 404"}},
+		{"wrong type", strings.Replace(good, "store:", "cache: {max_entries: 2.5}\nstore:", 1), 1, []string{`line 2: cache.max_entries: must be an integer (int), got "2.5"`}},
 		{"bad value", strings.Replace(good, "[POST]", "[post]", 1), 1, []string{"line 16", `routes[1].match.methods[0]: "post" is not an uppercase HTTP method`}},
 	}
 	for _, tt := range tests {

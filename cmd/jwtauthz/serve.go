@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,7 +46,7 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlagSet(env, "serve", "--config FILE [flags]")
 	cfgPath := fs.String("config", "", "config file (default $JWTAUTHZ_CONFIG)")
 	listen := fs.String("listen", "", "gRPC listen address (overrides listen)")
-	httpListen := fs.String("http-listen", "", `HTTP listen address for /metrics /healthz /readyz (overrides http_listen; "off" disables)`)
+	httpListen := fs.String("http-listen", "", `HTTP listen address for /metrics /healthz /readyz (overrides http_listen; "" or "off" disables)`)
 	db := fs.String("db", "", "bbolt file (overrides store.path; store.backend bolt only)")
 	drain := fs.Duration("drain", 5*time.Second, "on SIGTERM, how long to report NOT_SERVING before stopping, so load balancers move away")
 	logFormat := fs.String("log-format", "auto", "log format: auto (text on a terminal, JSON otherwise), json or text")
@@ -57,6 +58,8 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() > 0 {
 		return &exitError{code: 2, err: fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))}
 	}
+	httpListenSet := false // --http-listen "" disables, as http_listen: "" does
+	fs.Visit(func(f *flag.Flag) { httpListenSet = httpListenSet || f.Name == "http-listen" })
 	logger, err := logging.New(env.stderr, *logFormat, *logLevel)
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -76,9 +79,10 @@ func runServe(ctx context.Context, env *cliEnv, args []string) error {
 		if *listen != "" {
 			cfg.Listen = *listen
 		}
-		if *httpListen == "off" {
+		switch {
+		case *httpListen == "off":
 			cfg.HTTPListen = ""
-		} else if *httpListen != "" {
+		case httpListenSet:
 			cfg.HTTPListen = *httpListen
 		}
 		if *db != "" {

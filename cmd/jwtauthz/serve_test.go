@@ -351,3 +351,47 @@ func TestDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestServeFlagsOverrideTheFile: --listen, --http-listen and --db override
+// the file's listen, http_listen and store.path; --http-listen "" and
+// --http-listen off disable HTTP, as http_listen: "" does.
+func TestServeFlagsOverrideTheFile(t *testing.T) {
+	tests := []struct {
+		name     string
+		httpFlag []string
+		wantHTTP bool
+	}{
+		{"empty disables", []string{"--http-listen", ""}, false},
+		{"off disables", []string{"--http-listen=off"}, false},
+		{"an address", []string{"--http-listen", "127.0.0.1:0"}, true},
+		{"absent keeps the file's", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := servetest.New(t)
+			db := filepath.Join(t.TempDir(), "flag.db")
+			logs := &testlog.Buffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			args := append([]string{"serve", "--config", s.ConfigPath, "--drain", "0", "--log-format", "json", "--listen", "127.0.0.1:0", "--db", db}, tt.httpFlag...)
+			go func() {
+				done <- run(ctx, args, func(string) string { return "" }, strings.NewReader(""), io.Discard, logs)
+			}()
+			grpcAddr, httpAddr := listening(t, logs)
+			if (httpAddr != "off") != tt.wantHTTP { // the log says "off" for no listener
+				t.Errorf("HTTP listens on %q; want it on: %v", httpAddr, tt.wantHTTP)
+			}
+			waitHealth(t, grpcAddr, healthpb.HealthCheckResponse_SERVING)
+			if _, err := os.Stat(db); err != nil {
+				t.Errorf("--db %s: %v", db, err)
+			}
+			if _, err := os.Stat(s.DBPath); !os.IsNotExist(err) {
+				t.Errorf("the file's store.path was opened despite --db: %v", err)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
+}
