@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -55,11 +51,11 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 
 	var key any
 	if signing.IsHMAC(*alg) {
-		secret, err := loadHMACSecret(*keyPath)
+		secret, err := signing.LoadHMACSecret(*keyPath)
 		if err != nil {
 			return err
 		}
-		if n := hmacMinBytes(*alg); len(secret) < n {
+		if n := signing.HMACMinBytes(*alg); len(secret) < n {
 			fmt.Fprintf(env.stderr, "jwtauthz: warning: a %d-byte secret is shorter than the %d bytes RFC 7518 asks for %s\n", len(secret), n, *alg)
 		}
 		key = secret
@@ -72,7 +68,7 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 			return err
 		}
 		if *alg == "" {
-			*alg = keygenAlg(*keyPath, signer)
+			*alg = signing.KeygenAlg(*keyPath, signer.Public())
 		}
 		key = signer
 	}
@@ -92,35 +88,6 @@ func mintCommand(env *cliEnv, args []string, now func() time.Time) error {
 	}
 	fmt.Fprintln(env.stdout, token)
 	return nil
-}
-
-// keygenAlg is the alg that keygen recorded for key in the jwks.json beside
-// keyPath (keygen --alg PS256 writes an RSA key meant for PS256, not the
-// RS512 an RSA key defaults to), or "" when there is none.
-func keygenAlg(keyPath string, key crypto.Signer) string {
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(keyPath), signing.JWKSFile))
-	if err != nil {
-		return ""
-	}
-	kid, err := signing.Thumbprint(key.Public())
-	if err != nil {
-		return ""
-	}
-	var set struct {
-		Keys []struct {
-			KID string `json:"kid"`
-			Alg string `json:"alg"`
-		} `json:"keys"`
-	}
-	if json.Unmarshal(data, &set) != nil {
-		return ""
-	}
-	for _, k := range set.Keys {
-		if k.KID == kid {
-			return k.Alg
-		}
-	}
-	return ""
 }
 
 // parseClaimFlags turns --claim k=v values into claims. v is decoded as JSON
@@ -149,31 +116,4 @@ func parseClaimValue(v string) any {
 		return v // trailing data: "1 2", "{} x"
 	}
 	return parsed
-}
-
-// loadHMACSecret reads a shared-secret file. Its raw bytes are the secret, as
-// a provider's hmac_secret_file is read; a PEM private key there is a mistake.
-func loadHMACSecret(path string) ([]byte, error) {
-	secret, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read secret: %w", err)
-	}
-	if len(secret) == 0 {
-		return nil, fmt.Errorf("secret file %s is empty", path)
-	}
-	if bytes.Contains(secret, []byte("-----BEGIN ")) && bytes.Contains(secret, []byte("PRIVATE KEY-----")) {
-		return nil, fmt.Errorf("%s is a private key; HS* algorithms take a shared-secret file", path)
-	}
-	return secret, nil
-}
-
-// hmacMinBytes is the shortest key RFC 7518 section 3.2 allows for alg.
-func hmacMinBytes(alg string) int {
-	switch alg {
-	case "HS384":
-		return 48
-	case "HS512":
-		return 64
-	}
-	return 32
 }

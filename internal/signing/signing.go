@@ -6,6 +6,7 @@
 package signing
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -496,4 +497,60 @@ func Sign(method jwt.SigningMethod, key any, claims jwt.MapClaims, header map[st
 		t.Header[k] = v
 	}
 	return t.SignedString(key)
+}
+
+// KeygenAlg is the alg that WriteKeyFiles (keygen) recorded for pub in the
+// jwks.json beside keyPath, or "": keygen --alg PS256 writes an RSA key
+// meant for PS256, not the RS512 an RSA key alone defaults to.
+func KeygenAlg(keyPath string, pub crypto.PublicKey) string {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(keyPath), JWKSFile))
+	if err != nil {
+		return ""
+	}
+	kid, err := Thumbprint(pub)
+	if err != nil {
+		return ""
+	}
+	var set struct {
+		Keys []struct {
+			KID string `json:"kid"`
+			Alg string `json:"alg"`
+		} `json:"keys"`
+	}
+	if json.Unmarshal(data, &set) != nil {
+		return ""
+	}
+	for _, k := range set.Keys {
+		if k.KID == kid {
+			return k.Alg
+		}
+	}
+	return ""
+}
+
+// LoadHMACSecret reads a shared-secret file. Its raw bytes are the secret, as
+// a provider's hmac_secret_file is read; a PEM private key there is a mistake.
+func LoadHMACSecret(path string) ([]byte, error) {
+	secret, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read secret: %w", err)
+	}
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("secret file %s is empty", path)
+	}
+	if bytes.Contains(secret, []byte("-----BEGIN ")) && bytes.Contains(secret, []byte("PRIVATE KEY-----")) {
+		return nil, fmt.Errorf("%s is a private key; HS* algorithms take a shared-secret file", path)
+	}
+	return secret, nil
+}
+
+// HMACMinBytes is the shortest key RFC 7518 section 3.2 allows for alg.
+func HMACMinBytes(alg string) int {
+	switch alg {
+	case "HS384":
+		return 48
+	case "HS512":
+		return 64
+	}
+	return 32
 }
