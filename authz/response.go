@@ -93,8 +93,8 @@ func (p *policy) allow(c *checkState, dryRun Reason) *authv3.CheckResponse {
 		remove = append(remove, "authorization")
 	}
 	a.ok.Headers, a.ok.HeadersToRemove = set, remove
-	if c.cred.query != "" {
-		a.ok.QueryParametersToRemove = []string{c.cred.query}
+	if len(p.queryNames) > 0 {
+		a.ok.QueryParametersToRemove = queryParamsToRemove(p.queryNames, requestPath(c.req, c.hdrs))
 	}
 	a.oneof.OkResponse = &a.ok
 	a.meta.Fields = meta

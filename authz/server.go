@@ -109,6 +109,7 @@ type policy struct {
 	shared      map[string]providerParts
 	cache       *tokenCache // nil when disabled
 	sources     []TokenSource
+	queryNames  []string // the query sources' parameters, removed from every allowed request
 	routes      *route.Table
 	routeValues map[*route.Rule]*structpb.Value // each rule's name in dynamic metadata
 	// What the rules read of a token, kept with its verification:
@@ -146,6 +147,11 @@ func compile(p *Policy) *policy {
 	c := &policy{Policy: p, protected: map[string]bool{}, cache: newTokenCache(p.CacheMaxEntries, p.CacheMaxBytes), sources: p.TokenSources}
 	if len(c.sources) == 0 {
 		c.sources = DefaultTokenSources
+	}
+	for _, src := range c.sources {
+		if src.Query != "" {
+			c.queryNames = append(c.queryNames, src.Query)
+		}
 	}
 	c.routes = p.Routes
 	if c.routes == nil {
@@ -233,10 +239,9 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 	}
 	rr := requestAttrs(c.req, c.hdrs)
 	if err := route.CheckPath(rr.Path); err != nil {
-		// Routed by the path the upstream would resolve, only to know
-		// whether a dry run covers the denial.
-		rr.Path = route.Normalize(rr.Path)
-		c.rule = p.routes.Match(&rr)
+		// Routed by every way a server might resolve the path, only to
+		// know whether a dry run covers the denial.
+		c.rule = p.routes.MatchBadPath(&rr)
 		return s.deny(ctx, p, c, err)
 	}
 	c.rule = p.routes.Match(&rr)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/jwtauthz/jwtauthz/authz/token"
@@ -40,8 +41,7 @@ func (s TokenSource) String() string {
 
 // credential is a token as found in a request.
 type credential struct {
-	raw   string
-	query string // the query parameter it came from, to remove; "" otherwise
+	raw string
 }
 
 // extractToken returns the token of the first source present in the
@@ -71,11 +71,7 @@ func extractToken(sources []TokenSource, h requestHeaders, path string) (credent
 		if err != nil {
 			return credential{}, withToken(fmt.Errorf("%s: %w", src, err), "")
 		}
-		c := credential{raw: tok}
-		if src.Query != "" {
-			c.query = src.Query
-		}
-		return c, nil
+		return credential{raw: tok}, nil
 	}
 	if len(sources) == 1 {
 		return credential{}, fmt.Errorf("%w: no %s", ErrMissingToken, sources[0])
@@ -173,6 +169,42 @@ func queryValue(path, name string) (val string, present bool, err error) {
 		}
 	}
 	return val, present, nil
+}
+
+// queryParamsToRemove lists the parameters of path's query that a query
+// source reads — names, and each spelling of them the request uses
+// ("access%5Ftoken") — so that no token in a query reaches the upstream,
+// whether or not it was read: on a route with auth none, or in a dry run
+// whose token could not be used. Envoy removes a parameter by its name as
+// it appears in the query; listing both spellings holds however it
+// compares them.
+func queryParamsToRemove(names []string, path string) []string {
+	_, query, ok := strings.Cut(path, "?")
+	if !ok {
+		return nil
+	}
+	query, _, _ = strings.Cut(query, "#")
+	var out []string
+	for _, name := range names {
+		found := false
+		var spellings []string
+		for pair := range strings.SplitSeq(query, "&") {
+			k, _, _ := strings.Cut(pair, "=")
+			if k == name {
+				found = true
+				continue
+			}
+			if dk, err := url.QueryUnescape(k); err == nil && dk == name && !slices.Contains(spellings, k) {
+				found = true
+				spellings = append(spellings, k)
+			}
+		}
+		if found {
+			out = append(out, name)
+			out = append(out, spellings...)
+		}
+	}
+	return out
 }
 
 // checkToken refuses what cannot be one compact JWS before any parsing:

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/jwtauthz/jwtauthz/authz"
+	"github.com/jwtauthz/jwtauthz/authz/route"
 	"github.com/jwtauthz/jwtauthz/authz/token"
 )
 
@@ -48,7 +49,7 @@ func TestTokenSources(t *testing.T) {
 		{name: "quoted cookie", headers: map[string]string{"cookie": `access_token="` + tok + `"`}, wantUser: "alice"},
 		{name: "query", path: "/api?x=1&access_token=" + url.QueryEscape(tok) + "&y=2", wantUser: "alice", wantQuery: []string{"access_token"}},
 		{name: "first present wins: header over cookie", headers: map[string]string{"x-jwt-assertion": tok, "cookie": "access_token=" + other}, wantUser: "alice"},
-		{name: "first present wins: cookie over query", path: "/api?access_token=" + tok, headers: map[string]string{"cookie": "access_token=" + other}, wantUser: "bob"},
+		{name: "first present wins: cookie over query", path: "/api?access_token=" + tok, headers: map[string]string{"cookie": "access_token=" + other}, wantUser: "bob", wantQuery: []string{"access_token"}},
 		{name: "a basic credential is not a token of the bearer source", headers: map[string]string{"authorization": "Basic dTpw", "cookie": "access_token=" + tok}, wantUser: "alice"},
 		{name: "none present", path: "/api?other=1", headers: map[string]string{"cookie": "theme=dark"}, wantReason: "missing_token"},
 		{name: "malformed first source never falls back", headers: map[string]string{"x-jwt-assertion": "not a token", "authorization": "Bearer " + tok}, wantReason: "malformed"},
@@ -76,15 +77,7 @@ func TestTokenSources(t *testing.T) {
 				}
 				return
 			}
-			if got := resp.GetStatus().GetCode(); got != int32(codes.OK) {
-				t.Fatalf("status = %v (%s), want OK", codes.Code(got), resp.GetDeniedResponse().GetBody())
-			}
-			if got := headerMap(resp.GetOkResponse().GetHeaders())["x-auth-user"]; got != tt.wantUser {
-				t.Errorf("x-auth-user = %q, want %q", got, tt.wantUser)
-			}
-			if got := resp.GetOkResponse().GetQueryParametersToRemove(); strings.Join(got, ",") != strings.Join(tt.wantQuery, ",") {
-				t.Errorf("query_parameters_to_remove = %q, want %q", got, tt.wantQuery)
-			}
+			assertAllowedAs(t, resp, tt.wantUser, tt.wantQuery)
 		})
 	}
 }
@@ -104,5 +97,56 @@ func TestDefaultTokenSourceIsTheBearerHeaderAlone(t *testing.T) {
 	}
 	if resp := f.check(t, request(bearer(tok))); resp.GetStatus().GetCode() != int32(codes.OK) {
 		t.Errorf("bearer header: %v, want allowed", resp.GetStatus())
+	}
+}
+
+// TestQueryTokenNeverReachesTheUpstream: every allow removes the query
+// parameters a query source reads, as the request spells them: with an
+// encoded name, on a route that reads no token, and in a dry run whose
+// token could not be read.
+func TestQueryTokenNeverReachesTheUpstream(t *testing.T) {
+	key := rsaKey(t)
+	verifier := singleProvider(t, token.Options{Algorithms: []string{"RS256"}}, staticKeys(&key.PublicKey))
+	tok := mint(t, jwt.SigningMethodRS256, key, claimsFor("alice"), nil)
+	table, err := route.Compile([]route.Spec{
+		{Rule: route.Rule{Name: "public", Auth: route.None}, Match: route.Match{PathPrefixes: []string{"/public"}}},
+		{Rule: route.Rule{Name: "beta", DryRun: true}, Match: route.Match{PathPrefixes: []string{"/beta"}}},
+	}, route.Rule{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, fixtureOptions{verifier: verifier, routes: table, tokenSources: []authz.TokenSource{{Query: "access_token"}}})
+	tests := []struct {
+		name, path string
+		wantUser   string
+		wantQuery  []string
+	}{
+		{"plain name", "/api?access_token=" + tok, "alice", []string{"access_token"}},
+		{"encoded name", "/api?access%5Ftoken=" + tok, "alice", []string{"access_token", "access%5Ftoken"}},
+		{"auth none still strips it", "/public/x?access_token=" + tok, "", []string{"access_token"}},
+		{"dry run with the parameter twice", "/beta?access_token=a&access_token=" + tok, "", []string{"access_token"}},
+		{"dry run with both spellings", "/beta?access_token=a&access%5ftoken=b", "", []string{"access_token", "access%5ftoken"}},
+		{"no parameter, nothing to remove", "/public/x?y=1", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := f.check(t, requestAt(tt.path, nil))
+			assertAllowedAs(t, resp, tt.wantUser, tt.wantQuery)
+		})
+	}
+}
+
+// assertAllowedAs fails t unless resp allows as user ("" for anonymous) and
+// removes exactly the query parameters query.
+func assertAllowedAs(t *testing.T, resp *authv3.CheckResponse, user string, query []string) {
+	t.Helper()
+	if got := resp.GetStatus().GetCode(); got != int32(codes.OK) {
+		t.Fatalf("status = %v (%s), want OK", codes.Code(got), resp.GetDeniedResponse().GetBody())
+	}
+	if got := headerMap(resp.GetOkResponse().GetHeaders())["x-auth-user"]; got != user {
+		t.Errorf("x-auth-user = %q, want %q", got, user)
+	}
+	if got := resp.GetOkResponse().GetQueryParametersToRemove(); strings.Join(got, ",") != strings.Join(query, ",") {
+		t.Errorf("query_parameters_to_remove = %q, want %q", got, query)
 	}
 }

@@ -3,6 +3,7 @@ package route
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -12,10 +13,13 @@ var ErrBadPath = errors.New("path not in normal form")
 // CheckPath reports whether path (without its query) is in normal form,
 // so that the path a rule sees is the path the upstream resolves: it
 // starts with "/", and has no "." or ".." segment, no empty segment ("//";
-// a trailing "/" is fine), no backslash, and no percent-encoded "/", "\"
-// or unreserved character (RFC 3986 §2.3: ALPHA, DIGIT, "-", ".", "_",
-// "~"), which a server decodes before it resolves the path. An empty path
-// is "/". Errors never quote more than the offending segment.
+// a trailing "/" is fine), no backslash, no percent-encoded "/", "\" or
+// unreserved character (RFC 3986 §2.3: ALPHA, DIGIT, "-", ".", "_", "~"),
+// which a server decodes before it resolves the path, and no ";" (raw or
+// encoded) or "#": Tomcat, Jetty and Spring drop a segment's ";" parameters
+// before routing, so "/admin;x" is "/admin" and "/public/..;/admin" is
+// "/admin" there. An empty path is "/". Errors never quote more than the
+// offending segment.
 func CheckPath(path string) error {
 	if path == "" {
 		return nil
@@ -29,11 +33,15 @@ func CheckPath(path string) error {
 			switch c := path[i]; c {
 			case '\\':
 				return fmt.Errorf("%w: a backslash, which some servers read as \"/\"", ErrBadPath)
+			case ';':
+				return fmt.Errorf("%w: a \";\", which some servers read as the start of path parameters and drop", ErrBadPath)
+			case '#':
+				return fmt.Errorf("%w: a \"#\", which starts a fragment and has no place in a request path", ErrBadPath)
 			case '%':
 				if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
 					return fmt.Errorf("%w: a %% not followed by two hex digits", ErrBadPath)
 				}
-				if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || unreserved(d) {
+				if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || d == ';' || unreserved(d) {
 					return fmt.Errorf("%w: %q is an encoded %q", ErrBadPath, path[i:i+3], d)
 				}
 			}
@@ -50,37 +58,59 @@ func CheckPath(path string) error {
 	return nil
 }
 
-// Normalize returns the path a lenient server would resolve path to: the
-// percent-encoded "/", "\" and unreserved characters decoded, "\" read as
-// "/", empty segments merged, and dot segments removed (RFC 3986 §5.2.4).
-// For a path in normal form it returns the path itself. Matching a path
-// that is not in normal form by this resolution decides whether a dry run
-// covers its bad_path denial.
-func Normalize(path string) string {
+// reading is one way a server may resolve a path before it serves it.
+// Every server removes dot segments (RFC 3986 §5.2.4); these are the steps
+// on which servers differ.
+type reading struct {
+	decode    bool // percent-encoded "/", "\" and unreserved characters decoded
+	backslash bool // "\" read as "/"
+	merge     bool // empty segments merged ("//" as "/")
+	params    bool // a segment's ";" parameters dropped
+}
+
+// lenient is the reading of the most lenient server: every step.
+var lenient = reading{decode: true, backslash: true, merge: true, params: true}
+
+// Normalize returns the path the most lenient server resolves path to:
+// the percent-encoded "/", "\" and unreserved characters decoded, "\"
+// read as "/", empty segments merged, ";" parameters dropped, and dot
+// segments removed (RFC 3986 §5.2.4). For a path in normal form it returns
+// the path itself.
+func Normalize(path string) string { return resolve(path, lenient) }
+
+// resolve returns path as a server that takes the steps of r resolves it.
+func resolve(path string, r reading) string {
 	var b strings.Builder
+	b.Grow(len(path))
 	for i := 0; i < len(path); i++ {
 		c := path[i]
-		if c == '%' && i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
+		if r.decode && c == '%' && i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
 			if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || unreserved(d) {
 				c = d
 				i += 2
 			}
 		}
-		if c == '\\' {
+		if r.backslash && c == '\\' {
 			c = '/'
 		}
 		b.WriteByte(c)
 	}
-	var out []string
 	segs := strings.Split(b.String(), "/")
+	out := make([]string, 0, len(segs))
 	for i, seg := range segs {
+		if i == 0 && seg == "" {
+			continue // before the leading "/"
+		}
+		if r.params {
+			seg, _, _ = strings.Cut(seg, ";")
+		}
 		last := i == len(segs)-1
-		switch seg {
-		case "", ".":
+		switch {
+		case seg == "." || seg == "" && (r.merge || last):
 			if last {
 				out = append(out, "")
 			}
-		case "..":
+		case seg == "..":
 			if len(out) > 0 {
 				out = out[:len(out)-1]
 			}
@@ -92,6 +122,54 @@ func Normalize(path string) string {
 		}
 	}
 	return "/" + strings.Join(out, "/")
+}
+
+// readings are the ways of resolving a path that MatchBadPath tries, the
+// most lenient first.
+var readings = func() []reading {
+	var rs []reading
+	for i := 15; i >= 0; i-- {
+		rs = append(rs, reading{decode: i&8 != 0, backslash: i&4 != 0, merge: i&2 != 0, params: i&1 != 0})
+	}
+	return rs
+}()
+
+// MatchBadPath returns the rule that answers a request whose path is not
+// in normal form, for its bad_path denial: the rule of the path as the
+// most lenient server resolves it, unless the path as sent or as another
+// server resolves it (one that decodes less, merges no slashes or keeps
+// ";" parameters) falls under a rule not in dry run — then the first such
+// rule. So a dry run covers a bad path only when every reading of it lies
+// in a route in dry run: "/admin/..%2Fbeta" is under /admin for a server
+// that does not decode "%2F", and never rides a dry run on /beta.
+func (t *Table) MatchBadPath(r *Request) *Rule {
+	req := *r
+	tried := make([]string, 0, len(readings)+1)
+	var first *Rule
+	try := func(path string) *Rule {
+		if slices.Contains(tried, path) {
+			return nil
+		}
+		tried = append(tried, path)
+		req.Path = path
+		rule := t.Match(&req)
+		if first == nil {
+			first = rule
+		}
+		if !rule.DryRun {
+			return rule
+		}
+		return nil
+	}
+	for _, rd := range readings {
+		if rule := try(resolve(r.Path, rd)); rule != nil {
+			return rule
+		}
+	}
+	if rule := try(r.Path); rule != nil {
+		return rule
+	}
+	return first
 }
 
 // unreserved reports whether c is an RFC 3986 unreserved character.

@@ -28,6 +28,7 @@ func FuzzPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path string) {
 		tb.Match(&Request{Path: path})
 		tb.Match(&Request{Path: Normalize(path)})
+		tb.MatchBadPath(&Request{Path: path})
 		if CheckPath(path) != nil {
 			return
 		}

@@ -166,8 +166,12 @@ func ParseScopes(scope, scp any) []string {
 	var out []string
 	add := func(v any) {
 		switch t := v.(type) {
-		case string:
-			out = append(out, strings.Fields(t)...)
+		case string: // RFC 6749 §3.3: separated by spaces alone
+			for scope := range strings.SplitSeq(t, " ") {
+				if scope != "" {
+					out = append(out, scope)
+				}
+			}
 		case []any:
 			for _, e := range t {
 				if s, ok := e.(string); ok {

@@ -57,7 +57,7 @@ type Rule struct {
 // an empty Match matches everything.
 type Match struct {
 	Hosts             []string // exact, or "*.example.com"; lowercase; the port is ignored
-	Methods           []string // uppercase
+	Methods           []string // uppercase; a request's method matches in any case
 	Paths             []string // exact
 	PathPrefixes      []string // segment-aware: /api matches /api and /api/x, not /apix
 	PathRegex         string   // RE2, matched against the whole path
@@ -194,7 +194,7 @@ func (t *Table) Match(r *Request) *Rule {
 
 // matches evaluates the cheap conditions first and the regex last.
 func (c *compiled) matches(r *Request, host string) bool {
-	if !c.anyMethod && !slices.Contains(c.methods, r.Method) {
+	if !c.anyMethod && !containsFold(c.methods, r.Method) {
 		return false
 	}
 	if !c.anyPath && !c.matchesPath(r.Path) {
@@ -249,13 +249,26 @@ func (c *compiled) matchesHost(host string) bool {
 	return false
 }
 
+// containsFold reports whether list holds s in any case: a method is
+// matched as the method whatever case the client sent it in, since some
+// servers read "delete" as DELETE.
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // hostOnly drops the port of a Host or :authority value ("[::1]:8080"
-// keeps "[::1]").
+// keeps "[::1]") and the trailing dot of a fully qualified name
+// ("example.com." is example.com to DNS and to TLS).
 func hostOnly(h string) string {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
-		return h[:i]
+		h = h[:i]
 	}
-	return h
+	return strings.TrimSuffix(h, ".")
 }
 
 // ValidName reports whether name is a route name: [a-z0-9-]+.

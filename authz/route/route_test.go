@@ -49,6 +49,10 @@ func TestMatch(t *testing.T) {
 		{"context extensions one missing", Request{Method: "GET", Path: "/y", ContextExtensions: map[string]string{"route": "billing"}}, DefaultName},
 		{"context extensions other value", Request{Method: "GET", Path: "/y", ContextExtensions: map[string]string{"route": "billing", "tier": "silver"}}, DefaultName},
 		{"first match wins", Request{Host: "admin.example.com", Method: "GET", Path: "/healthz"}, "health"},
+		{"a fully qualified host (trailing dot) is the same host", Request{Host: "admin.example.com.", Method: "GET", Path: "/x"}, "admin-host"},
+		{"trailing dot and port", Request{Host: "ADMIN.example.com.:443", Method: "GET", Path: "/x"}, "admin-host"},
+		{"wildcard with a trailing dot", Request{Host: "a.internal.example.com.", Method: "GET", Path: "/x"}, "wildcard-host"},
+		{"a lowercase method is the method", Request{Method: "head", Path: "/api/orders/42"}, "orders-read"},
 		{"default", Request{Method: "GET", Path: "/other"}, DefaultName},
 	}
 	for _, tt := range tests {
@@ -82,7 +86,7 @@ func TestCompileRefusesBadRegex(t *testing.T) {
 }
 
 func TestCheckPath(t *testing.T) {
-	good := []string{"", "/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/b..", "/.well-known/x", "/a%20b", "/a%3Fb", "/a%25b", "/~user"}
+	good := []string{"", "/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/b..", "/.well-known/x", "/a%20b", "/a%3Fb", "/a%25b", "/~user", "/c%23"}
 	for _, p := range good {
 		if err := CheckPath(p); err != nil {
 			t.Errorf("CheckPath(%q) = %v, want nil", p, err)
@@ -92,6 +96,10 @@ func TestCheckPath(t *testing.T) {
 		"a", "*", "//", "/a//b", "//a", "/.", "/./a", "/a/.", "/a/./b", "/..", "/a/..", "/a/../b",
 		"/a%2fb", "/a%2Fb", "/a%5cb", "/a%5Cb", "/a%2eb", "/a%2E%2E/b", "/%2e%2e/admin", "/a\\b",
 		"/p%75blic", "/a%7E", "/a%", "/a%2", "/a%zz",
+		// Path parameters and fragments: servers such as Tomcat and Jetty
+		// drop ";..." from a segment before routing, so /admin;x is /admin
+		// and /public/..;/admin is /admin.
+		"/admin;jsessionid=x", "/public/..;/admin", "/public/..%3b/admin", "/public/..%3B/admin", "/a;", "/admin#x",
 	}
 	for _, p := range bad {
 		if err := CheckPath(p); !errors.Is(err, ErrBadPath) {
@@ -114,10 +122,42 @@ func TestNormalize(t *testing.T) {
 		"/a%20b":                "/a%20b",
 		"/api/orders/..":        "/api/",
 		"/api/orders/../../etc": "/etc",
+		"/public/..;/admin":     "/admin",
+		"/admin;jsessionid=x/y": "/admin/y",
 	}
 	for in, want := range tests {
 		if got := Normalize(in); got != want {
 			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestMatchBadPath: a dry run covers a path not in normal form only when
+// every reading of it — as sent, and as each kind of server resolves it —
+// falls under a route in dry run.
+func TestMatchBadPath(t *testing.T) {
+	tb := mustCompile(t, []Spec{
+		{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}},
+		{Rule: Rule{Name: "beta", DryRun: true}, Match: Match{PathPrefixes: []string{"/beta"}}},
+		{Rule: Rule{Name: "gamma", DryRun: true}, Match: Match{PathPrefixes: []string{"/gamma"}}},
+	}, Rule{DryRun: true})
+	tests := map[string]string{
+		"/beta/./x":             "beta",  // every reading is /beta/x or /beta/./x
+		"/beta//x":              "beta",  // merged or not
+		"/beta/../gamma":        "gamma", // as sent /beta, resolved /gamma: both dry
+		"/admin/..%2Fbeta":      "admin", // a server that keeps %2F stays under /admin
+		"/beta/..%2F..%2Fadmin": "admin", // one that decodes it goes to /admin
+		"/beta/x//../../admin":  "admin", // merged: /admin; unmerged: /beta/admin
+		"/beta/..;/admin":       "admin", // Tomcat drops ";" and resolves /admin
+		"/beta\\..\\admin":      "admin", // IIS reads "\" as "/"
+		"/admin;x":              "admin",
+		"/beta%2Fx":             "beta",
+		"/other//x":             DefaultName,
+		"/b%65ta/x":             "beta", // as sent, /b%65ta/x falls to the default rule, in dry run here too
+	}
+	for path, want := range tests {
+		if got := tb.MatchBadPath(&Request{Method: "GET", Path: path}).Name; got != want {
+			t.Errorf("MatchBadPath(%q) = %q, want %q", path, got, want)
 		}
 	}
 }
@@ -170,6 +210,11 @@ func TestParseScopes(t *testing.T) {
 	}
 	if got := ParseScopes(nil, "x y"); strings.Join(got, ",") != "x,y" {
 		t.Errorf("ParseScopes(scp string) = %q", got)
+	}
+	// RFC 6749 §3.3: scopes are separated by spaces alone. A tab or a
+	// newline inside a scope string never makes a second scope.
+	if got := ParseScopes("read\twrite x\ny\u00a0z", nil); strings.Join(got, "|") != "read\twrite|x\ny\u00a0z" {
+		t.Errorf("ParseScopes(tab, newline, no-break space) = %q, want two scopes", got)
 	}
 }
 
