@@ -36,6 +36,7 @@ const (
 	ReasonStoreUnavailable Reason = "store_unavailable"
 	// Route rules (routes, default_route).
 	ReasonBadPath           Reason = "bad_path"
+	ReasonBadMethod         Reason = "bad_method"
 	ReasonInsufficientScope Reason = "insufficient_scope"
 	ReasonForbidden         Reason = "forbidden"
 )
@@ -90,6 +91,7 @@ var denials = map[Reason]Denial{
 	ReasonStoreUnavailable: {ReasonStoreUnavailable, codes.Unavailable, http.StatusServiceUnavailable, slog.LevelWarn, true, ChallengeNone},
 
 	ReasonBadPath:           {ReasonBadPath, codes.InvalidArgument, http.StatusBadRequest, slog.LevelInfo, false, ChallengeNone},
+	ReasonBadMethod:         {ReasonBadMethod, codes.InvalidArgument, http.StatusBadRequest, slog.LevelInfo, false, ChallengeNone},
 	ReasonInsufficientScope: {ReasonInsufficientScope, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false, ChallengeScope},
 	ReasonForbidden:         {ReasonForbidden, codes.PermissionDenied, http.StatusForbidden, slog.LevelInfo, false, ChallengeNone},
 }
@@ -151,6 +153,8 @@ func Classify(err error) Reason {
 		return ReasonStoreUnavailable
 	case errors.Is(err, route.ErrBadPath):
 		return ReasonBadPath
+	case errors.Is(err, route.ErrBadMethod):
+		return ReasonBadMethod
 	case errors.Is(err, route.ErrInsufficientScope):
 		return ReasonInsufficientScope
 	case errors.Is(err, route.ErrForbidden):

@@ -160,11 +160,14 @@ func TestRoutes(t *testing.T) {
 		{name: "dry run never covers a path that resolves elsewhere", req: routed("GET", "api.example.com", "/beta/../admin", bearerOf(alice), nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 		{name: "dry run never covers a path that a server reading it as sent puts elsewhere", req: routed("GET", "api.example.com", "/admin/..%2Fbeta", nil, nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 		{name: "dry run never covers a path with a dot segment that decodes elsewhere", req: routed("GET", "api.example.com", "/admin/x/..%2F..%2Fbeta", nil, nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
+		{name: "dry run never covers a path resolved before a fragment", req: routed("GET", "api.example.com", "/beta/../admin#/../../beta", nil, nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
+		{name: "dry run never covers an encoding no reading decodes", req: routed("GET", "api.example.com", "/beta/%u002e%u002e/admin", nil, nil), wantRoute: "beta", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 
 		{name: "a host with a trailing dot is the same host", req: routed("GET", "partner.example.com.", "/x", bearerOf(alice), nil), wantRoute: "partner-api", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "forbidden"},
 		{name: "a host with a trailing dot and a port", req: routed("GET", "partner.example.com.:443", "/x", bearerOf(alice), nil), wantRoute: "partner-api", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "forbidden"},
-		{name: "a lowercase method is matched as the method", req: routed("delete", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-write", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "insufficient_scope"},
-		{name: "a lowercase get is read as GET", req: routed("get", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-read", wantCode: codes.OK, wantUser: "alice"},
+		{name: "a method not in upper case is refused", req: routed("delete", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-write", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_method", wantChal: "-"},
+		{name: "a lowercase get is refused, not read as GET or as another method", req: routed("get", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-read", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_method"},
+		{name: "dry run: a lowercase method on a dry-run route is allowed", req: routed("get", "api.example.com", "/beta/x", nil, nil), wantRoute: "beta", wantCode: codes.OK, reason: "bad_method"},
 		{name: "a scope split by a tab is one scope", req: routed("POST", "api.example.com", "/api/orders", bearerOf(tabbed), nil), wantRoute: "orders-write", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "insufficient_scope"},
 		{name: "path parameters never hide a prefix", req: routed("GET", "api.example.com", "/admin;jsessionid=x", bearerOf(alice), nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 		{name: "a dot-dot with path parameters is a dot-dot", req: routed("GET", "api.example.com", "/public/..;/admin", nil, nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
@@ -178,6 +181,9 @@ func TestRoutes(t *testing.T) {
 				t.Fatalf("status = %v (%s), want %v", got, resp.GetDeniedResponse().GetBody(), tt.wantCode)
 			}
 			if tt.wantCode != codes.OK {
+				if got := resp.GetDynamicMetadata().GetFields()["route"].GetStringValue(); got != tt.wantRoute {
+					t.Errorf("denial's dynamic metadata route = %q, want %q", got, tt.wantRoute)
+				}
 				d := resp.GetDeniedResponse()
 				if int(d.GetStatus().GetCode()) != tt.wantHTTP || !strings.Contains(d.GetBody(), `"error":"`+tt.reason+`"`) {
 					t.Errorf("denied %d %s, want %d %s", d.GetStatus().GetCode(), d.GetBody(), tt.wantHTTP, tt.reason)
@@ -219,10 +225,11 @@ func TestRoutes(t *testing.T) {
 		want   float64
 	}{
 		{[]string{"none", "health", "allow", "ok"}, 2},
-		{[]string{"default", "orders-write", "deny", "insufficient_scope"}, 3},
+		{[]string{"default", "orders-write", "deny", "insufficient_scope"}, 2},
+		{[]string{"none", "beta", "dry_run_deny", "bad_method"}, 1},
 		{[]string{"default", "beta", "dry_run_deny", "insufficient_scope"}, 1},
 		{[]string{"none", "beta", "dry_run_deny", "missing_token"}, 1},
-		{[]string{"none", "admin", "deny", "bad_path"}, 10}, // the 400s that some server reads under /admin
+		{[]string{"none", "admin", "deny", "bad_path"}, 13}, // the 400s that some server reads under /admin
 		{[]string{"partner", "partner-api", "allow", "ok"}, 1},
 	} {
 		got := counter(t, f.reg, "jwtauthz_checks_total", "provider", c.labels[0], "route", c.labels[1], "decision", c.labels[2], "reason", c.labels[3])

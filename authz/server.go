@@ -211,6 +211,7 @@ type checkState struct {
 	start    time.Time // when the Check began, by time.Now
 	hdrs     requestHeaders
 	rule     *route.Rule // nil until the request is routed
+	enforce  bool        // the denial stands even if rule is in dry run
 	cred     credential
 	v        *verified       // the token, once verified
 	id       *store.Identity // its user, once logged in
@@ -238,10 +239,16 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 		return s.deny(ctx, p, c, err)
 	}
 	rr := requestAttrs(c.req, c.hdrs)
-	if err := route.CheckPath(rr.Path); err != nil {
-		// Routed by every way a server might resolve the path, only to
+	err = route.CheckMethod(rr.Method)
+	if err == nil {
+		err = route.CheckPath(rr.Path)
+	}
+	if err != nil {
+		// Routed by every way a server might read the request, only to
 		// know whether a dry run covers the denial.
-		c.rule = p.routes.MatchBadPath(&rr)
+		var dryRun bool
+		c.rule, dryRun = p.routes.MatchBad(&rr)
+		c.enforce = !dryRun
 		return s.deny(ctx, p, c, err)
 	}
 	c.rule = p.routes.Match(&rr)
@@ -379,7 +386,7 @@ func (s *Server) verify(ctx context.Context, p *policy, raw string, now time.Tim
 func (s *Server) deny(ctx context.Context, p *policy, c *checkState, err error) *authv3.CheckResponse {
 	d := Deny(err)
 	c.decision, c.reason = "deny", d.Reason
-	dryRun := c.rule != nil && c.rule.DryRun
+	dryRun := c.rule != nil && c.rule.DryRun && !c.enforce
 	level, msg := d.Level, "check denied"
 	if dryRun {
 		c.decision = "dry_run_deny"

@@ -148,11 +148,10 @@ func cookieValue(h requestHeaders, name string) (val string, present bool, err e
 // queryValue reads parameter name from the query of path, percent-decoded.
 // A parameter given twice is refused, as is one that does not decode.
 func queryValue(path, name string) (val string, present bool, err error) {
-	_, query, ok := strings.Cut(path, "?")
+	_, query, ok := strings.Cut(path, "?") // all of it: Go's net/url reads on past a "#"
 	if !ok {
 		return "", false, nil
 	}
-	query, _, _ = strings.Cut(query, "#")
 	for pair := range strings.SplitSeq(query, "&") {
 		k, v, _ := strings.Cut(pair, "=")
 		if k != name {
@@ -179,11 +178,10 @@ func queryValue(path, name string) (val string, present bool, err error) {
 // it appears in the query; listing both spellings holds however it
 // compares them.
 func queryParamsToRemove(names []string, path string) []string {
-	_, query, ok := strings.Cut(path, "?")
+	_, query, ok := strings.Cut(path, "?") // as queryValue reads it
 	if !ok {
 		return nil
 	}
-	query, _, _ = strings.Cut(query, "#")
 	var out []string
 	for _, name := range names {
 		found := false

@@ -127,6 +127,7 @@ func TestQueryTokenNeverReachesTheUpstream(t *testing.T) {
 		{"dry run with the parameter twice", "/beta?access_token=a&access_token=" + tok, "", []string{"access_token"}},
 		{"dry run with both spellings", "/beta?access_token=a&access%5ftoken=b", "", []string{"access_token", "access%5ftoken"}},
 		{"no parameter, nothing to remove", "/public/x?y=1", "", nil},
+		{"after a '#' in the query, which Go's net/url still reads", "/public/x?y=1#&access_token=" + tok, "", []string{"access_token"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

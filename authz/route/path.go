@@ -79,13 +79,15 @@ var lenient = reading{decode: true, backslash: true, merge: true, params: true}
 func Normalize(path string) string { return resolve(path, lenient) }
 
 // resolve returns path as a server that takes the steps of r resolves it.
+// Every reading ends the path at a "#".
 func resolve(path string, r reading) string {
+	path, _, _ = strings.Cut(path, "#")
 	var b strings.Builder
 	b.Grow(len(path))
 	for i := 0; i < len(path); i++ {
 		c := path[i]
 		if r.decode && c == '%' && i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
-			if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || unreserved(d) {
+			if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || d == ';' || unreserved(d) {
 				c = d
 				i += 2
 			}
@@ -124,8 +126,8 @@ func resolve(path string, r reading) string {
 	return "/" + strings.Join(out, "/")
 }
 
-// readings are the ways of resolving a path that MatchBadPath tries, the
-// most lenient first.
+// readings are the ways of resolving a path that MatchBad tries, the most
+// lenient first.
 var readings = func() []reading {
 	var rs []reading
 	for i := 15; i >= 0; i-- {
@@ -134,42 +136,84 @@ var readings = func() []reading {
 	return rs
 }()
 
-// MatchBadPath returns the rule that answers a request whose path is not
-// in normal form, for its bad_path denial: the rule of the path as the
-// most lenient server resolves it, unless the path as sent or as another
-// server resolves it (one that decodes less, merges no slashes or keeps
-// ";" parameters) falls under a rule not in dry run — then the first such
-// rule. So a dry run covers a bad path only when every reading of it lies
-// in a route in dry run: "/admin/..%2Fbeta" is under /admin for a server
-// that does not decode "%2F", and never rides a dry run on /beta.
-func (t *Table) MatchBadPath(r *Request) *Rule {
+// MatchBad returns the rule that answers a request refused before any
+// rule (a path not in normal form, a method not in upper case), and
+// whether a dry run covers the refusal. The rule is that of the request as
+// the most lenient server reads it — the path resolved, the method in
+// upper case — unless the request as sent, or as another server reads it
+// (one that decodes less, merges no slashes or keeps ";" parameters), falls
+// under a rule not in dry run: then the first such rule. A dry run covers
+// the refusal only when every reading lies in a route in dry run and the
+// path holds nothing that might climb to a parent on some server (see
+// mayClimb): "/admin/..%2Fbeta" is under /admin for a server that keeps
+// "%2F", and never rides a dry run on /beta.
+func (t *Table) MatchBad(r *Request) (rule *Rule, dryRun bool) {
 	req := *r
-	tried := make([]string, 0, len(readings)+1)
-	var first *Rule
-	try := func(path string) *Rule {
-		if slices.Contains(tried, path) {
-			return nil
-		}
-		tried = append(tried, path)
-		req.Path = path
-		rule := t.Match(&req)
-		if first == nil {
-			first = rule
-		}
-		if !rule.DryRun {
-			return rule
-		}
-		return nil
+	req.Method = strings.ToUpper(r.Method)
+	req.Path = resolve(r.Path, lenient)
+	rule = t.Match(&req)
+	if !t.anyDryRun || !rule.DryRun {
+		return rule, false // the common case: one reading decides
 	}
-	for _, rd := range readings {
-		if rule := try(resolve(r.Path, rd)); rule != nil {
-			return rule
+	paths := []string{req.Path}
+	for _, rd := range readings[1:] {
+		if p := resolve(r.Path, rd); !slices.Contains(paths, p) {
+			paths = append(paths, p)
 		}
 	}
-	if rule := try(r.Path); rule != nil {
-		return rule
+	if !slices.Contains(paths, r.Path) {
+		paths = append(paths, r.Path)
 	}
-	return first
+	methods := []string{req.Method}
+	if r.Method != req.Method {
+		methods = append(methods, r.Method)
+	}
+	for _, m := range methods {
+		for _, p := range paths {
+			req.Method, req.Path = m, p
+			if other := t.Match(&req); !other.DryRun {
+				return other, false
+			}
+		}
+	}
+	return rule, !mayClimb(r.Path)
+}
+
+// mayClimb reports whether some server might read a segment of path as
+// "..": it holds "..", an encoded "." ("%2e", or IIS's "%u002e"), a double
+// encoding ("%25"), or a "#" (nginx stops at a fragment after resolving
+// what precedes it). A dry run never covers such a path, whatever the
+// readings say: the list of servers is never complete.
+func mayClimb(path string) bool {
+	lower := strings.ToLower(path)
+	return strings.Contains(lower, "..") || strings.Contains(lower, "%2e") ||
+		strings.Contains(lower, "%u") || strings.Contains(lower, "%25") || strings.Contains(lower, "#")
+}
+
+// ErrBadMethod is wrapped by the errors of CheckMethod.
+var ErrBadMethod = errors.New("method not in upper case")
+
+// CheckMethod reports whether method is an RFC 9110 token in upper case
+// (every registered method is). Methods are case-sensitive, yet some
+// servers read "delete" as DELETE and others refuse it, so a rule for
+// DELETE could not say which request it covers. An empty method (a
+// CheckRequest without one) is fine.
+func CheckMethod(method string) error {
+	for i := 0; i < len(method); i++ {
+		c := method[i]
+		if 'a' <= c && c <= 'z' {
+			return fmt.Errorf("%w: %q (methods are case-sensitive; send %q)", ErrBadMethod, method, strings.ToUpper(method))
+		}
+		if !tchar(c) {
+			return fmt.Errorf("%w: byte %d of the method is not allowed in a method", ErrBadMethod, i)
+		}
+	}
+	return nil
+}
+
+// tchar reports whether c may be in an RFC 9110 token.
+func tchar(c byte) bool {
+	return unreserved(c) || strings.IndexByte("!#$%&'*+^`|", c) >= 0
 }
 
 // unreserved reports whether c is an RFC 3986 unreserved character.

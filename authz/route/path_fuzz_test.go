@@ -5,15 +5,16 @@ import (
 	"testing"
 )
 
-// FuzzPath feeds arbitrary paths to CheckPath, Normalize and Match. None may
-// panic, and no path CheckPath accepts may resolve, once percent-decoded
-// and its dot segments removed (RFC 3986 §5.2.4), outside a prefix it
-// matched: a rule for /public never covers a private path.
+// FuzzPath feeds arbitrary paths to CheckPath, Normalize, Match and
+// MatchBad. None may panic; no path CheckPath accepts may resolve, once
+// percent-decoded and its dot segments removed (RFC 3986 §5.2.4), outside
+// a prefix it matched: a rule for /public never covers a private path; and
+// a dry run covers no path that resolves outside a dry-run route.
 func FuzzPath(f *testing.F) {
 	for _, seed := range []string{
 		"/public/x", "/public/../admin", "/public/%2e%2e/admin", "/public%2f..%2fadmin", "/public\\..\\admin",
 		"//public", "/public/./x", "/api/v1/orders/42", "/p%75blic/x", "/public/%252e%252e", "/public/..%3B/admin",
-		"/public;/../admin", "/", "", "/public%00/x",
+		"/public;/../admin", "/", "", "/public%00/x", "/dry/./x", "/dry/../x", "/x/..%2Fdry", "/dry/x#/../../y",
 	} {
 		f.Add(seed)
 	}
@@ -21,6 +22,7 @@ func FuzzPath(f *testing.F) {
 	tb, err := Compile([]Spec{
 		{Rule: Rule{Name: "public"}, Match: Match{PathPrefixes: []string{"/public"}}},
 		{Rule: Rule{Name: "regex"}, Match: Match{PathRegex: `/api/v[0-9]+/.*`}},
+		{Rule: Rule{Name: "dry", DryRun: true}, Match: Match{PathPrefixes: []string{"/dry"}}},
 	}, Rule{})
 	if err != nil {
 		f.Fatal(err)
@@ -28,11 +30,17 @@ func FuzzPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path string) {
 		tb.Match(&Request{Path: path})
 		tb.Match(&Request{Path: Normalize(path)})
-		tb.MatchBadPath(&Request{Path: path})
+		resolved := removeDotSegments(percentDecode(path))
+		if rule, covered := tb.MatchBad(&Request{Path: path}); covered {
+			// A dry run covers a bad path only if the path resolved by
+			// this test's own reading also lies in a dry-run route.
+			if !rule.DryRun || !tb.Match(&Request{Path: resolved}).DryRun {
+				t.Fatalf("MatchBad(%q) covers it by %q, but it resolves to %q under %q", path, rule.Name, resolved, tb.Match(&Request{Path: resolved}).Name)
+			}
+		}
 		if CheckPath(path) != nil {
 			return
 		}
-		resolved := removeDotSegments(percentDecode(path))
 		for _, p := range prefixes {
 			if HasPrefix(path, p) && !HasPrefix(resolved, p) {
 				t.Fatalf("%q is accepted and matches prefix %q, but resolves to %q", path, p, resolved)

@@ -57,7 +57,7 @@ type Rule struct {
 // an empty Match matches everything.
 type Match struct {
 	Hosts             []string // exact, or "*.example.com"; lowercase; the port is ignored
-	Methods           []string // uppercase; a request's method matches in any case
+	Methods           []string // uppercase (a method in another case is refused before matching)
 	Paths             []string // exact
 	PathPrefixes      []string // segment-aware: /api matches /api and /api/x, not /apix
 	PathRegex         string   // RE2, matched against the whole path
@@ -80,8 +80,9 @@ type Request struct {
 
 // Table is the compiled routes and the default rule.
 type Table struct {
-	routes []compiled
-	def    *Rule
+	routes    []compiled
+	def       *Rule
+	anyDryRun bool // a rule is in dry run: MatchBad must read a request every way
 }
 
 // compiled is a route with its match prepared for cheap evaluation.
@@ -107,8 +108,9 @@ func Compile(specs []Spec, def Rule) (*Table, error) {
 	if err := def.Require.compile(); err != nil {
 		return nil, fmt.Errorf("default_route: %w", err)
 	}
-	t := &Table{def: &def}
+	t := &Table{def: &def, anyDryRun: def.DryRun}
 	for i, s := range specs {
+		t.anyDryRun = t.anyDryRun || s.DryRun
 		c, err := compile(s)
 		if err != nil {
 			return nil, fmt.Errorf("routes[%d] (%s): %w", i, s.Name, err)
@@ -194,7 +196,7 @@ func (t *Table) Match(r *Request) *Rule {
 
 // matches evaluates the cheap conditions first and the regex last.
 func (c *compiled) matches(r *Request, host string) bool {
-	if !c.anyMethod && !containsFold(c.methods, r.Method) {
+	if !c.anyMethod && !slices.Contains(c.methods, r.Method) {
 		return false
 	}
 	if !c.anyPath && !c.matchesPath(r.Path) {
@@ -243,18 +245,6 @@ func (c *compiled) matchesHost(host string) bool {
 	}
 	for _, s := range c.suffixes {
 		if len(host) > len(s) && strings.EqualFold(host[len(host)-len(s):], s) {
-			return true
-		}
-	}
-	return false
-}
-
-// containsFold reports whether list holds s in any case: a method is
-// matched as the method whatever case the client sent it in, since some
-// servers read "delete" as DELETE.
-func containsFold(list []string, s string) bool {
-	for _, v := range list {
-		if strings.EqualFold(v, s) {
 			return true
 		}
 	}

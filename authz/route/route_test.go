@@ -52,7 +52,6 @@ func TestMatch(t *testing.T) {
 		{"a fully qualified host (trailing dot) is the same host", Request{Host: "admin.example.com.", Method: "GET", Path: "/x"}, "admin-host"},
 		{"trailing dot and port", Request{Host: "ADMIN.example.com.:443", Method: "GET", Path: "/x"}, "admin-host"},
 		{"wildcard with a trailing dot", Request{Host: "a.internal.example.com.", Method: "GET", Path: "/x"}, "wildcard-host"},
-		{"a lowercase method is the method", Request{Method: "head", Path: "/api/orders/42"}, "orders-read"},
 		{"default", Request{Method: "GET", Path: "/other"}, DefaultName},
 	}
 	for _, tt := range tests {
@@ -124,6 +123,8 @@ func TestNormalize(t *testing.T) {
 		"/api/orders/../../etc": "/etc",
 		"/public/..;/admin":     "/admin",
 		"/admin;jsessionid=x/y": "/admin/y",
+		"/public/..%3b/admin":   "/admin",
+		"/admin#/../public":     "/admin",
 	}
 	for in, want := range tests {
 		if got := Normalize(in); got != want {
@@ -132,32 +133,65 @@ func TestNormalize(t *testing.T) {
 	}
 }
 
-// TestMatchBadPath: a dry run covers a path not in normal form only when
-// every reading of it — as sent, and as each kind of server resolves it —
-// falls under a route in dry run.
-func TestMatchBadPath(t *testing.T) {
+// TestMatchBad: a dry run covers a request refused before any rule only
+// when every reading of it — as sent, and as each kind of server reads it —
+// falls under a route in dry run, and its path cannot climb to a parent on
+// any server.
+func TestMatchBad(t *testing.T) {
 	tb := mustCompile(t, []Spec{
+		{Rule: Rule{Name: "beta-delete"}, Match: Match{Methods: []string{"DELETE"}, PathPrefixes: []string{"/beta"}}},
 		{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}},
 		{Rule: Rule{Name: "beta", DryRun: true}, Match: Match{PathPrefixes: []string{"/beta"}}},
 		{Rule: Rule{Name: "gamma", DryRun: true}, Match: Match{PathPrefixes: []string{"/gamma"}}},
 	}, Rule{DryRun: true})
-	tests := map[string]string{
-		"/beta/./x":             "beta",  // every reading is /beta/x or /beta/./x
-		"/beta//x":              "beta",  // merged or not
-		"/beta/../gamma":        "gamma", // as sent /beta, resolved /gamma: both dry
-		"/admin/..%2Fbeta":      "admin", // a server that keeps %2F stays under /admin
-		"/beta/..%2F..%2Fadmin": "admin", // one that decodes it goes to /admin
-		"/beta/x//../../admin":  "admin", // merged: /admin; unmerged: /beta/admin
-		"/beta/..;/admin":       "admin", // Tomcat drops ";" and resolves /admin
-		"/beta\\..\\admin":      "admin", // IIS reads "\" as "/"
-		"/admin;x":              "admin",
-		"/beta%2Fx":             "beta",
-		"/other//x":             DefaultName,
-		"/b%65ta/x":             "beta", // as sent, /b%65ta/x falls to the default rule, in dry run here too
+	tests := []struct {
+		method, path string
+		want         string
+		covered      bool
+	}{
+		{"GET", "/beta/./x", "beta", true}, // every reading is /beta/x or /beta/./x
+		{"GET", "/beta//x", "beta", true},  // merged or not
+		{"GET", "/beta%2Fx", "beta", true},
+		{"GET", "/b%65ta/x", "beta", true},               // as sent, the default rule: in dry run here too
+		{"GET", "/other//x", DefaultName, true},          // the default rule in dry run
+		{"GET", "/beta/../gamma", "gamma", false},        // both in dry run, but ".." never rides one
+		{"GET", "/admin/..%2Fbeta", "admin", false},      // a server that keeps %2F stays under /admin
+		{"GET", "/beta/..%2F..%2Fadmin", "admin", false}, // one that decodes it goes to /admin
+		{"GET", "/beta/x//../../admin", "admin", false},  // merged: /admin; unmerged: /beta/admin
+		{"GET", "/beta/..;/admin", "admin", false},       // Tomcat drops ";" and resolves /admin
+		{"GET", "/beta/..%3B/admin", "admin", false},     // and one that decodes %3B first
+		{"GET", "/beta\\..\\admin", "admin", false},      // IIS reads "\" as "/"
+		{"GET", "/admin;x", "admin", false},
+		{"GET", "/admin#x", "admin", false},                   // nginx stops at "#"
+		{"GET", "/beta/../admin#/../../beta", "admin", false}, // resolved before the "#"
+		{"GET", "/beta/%u002e%u002e/admin", "beta", false},    // IIS's %u encoding: no reading decodes it, none is trusted
+		{"GET", "/beta/x#y", "beta", false},                   // a fragment is never covered
+		{"get", "/beta/x", "beta", true},                      // GET and get both fall in beta
+		{"delete", "/beta/x", "beta-delete", false},           // DELETE falls under an enforced rule
+		{"delete", "/beta/./x", "beta-delete", false},
 	}
-	for path, want := range tests {
-		if got := tb.MatchBadPath(&Request{Method: "GET", Path: path}).Name; got != want {
-			t.Errorf("MatchBadPath(%q) = %q, want %q", path, got, want)
+	for _, tt := range tests {
+		rule, covered := tb.MatchBad(&Request{Method: tt.method, Path: tt.path})
+		if rule.Name != tt.want || covered != tt.covered {
+			t.Errorf("MatchBad(%s %q) = %q, covered %v; want %q, covered %v", tt.method, tt.path, rule.Name, covered, tt.want, tt.covered)
+		}
+	}
+	// Without a rule in dry run, one reading decides and nothing is covered.
+	plain := mustCompile(t, []Spec{{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}}}, Rule{})
+	if rule, covered := plain.MatchBad(&Request{Method: "GET", Path: "/public/../admin"}); rule.Name != "admin" || covered {
+		t.Errorf("MatchBad without dry runs = %q, covered %v; want admin, false", rule.Name, covered)
+	}
+}
+
+func TestCheckMethod(t *testing.T) {
+	for _, m := range []string{"", "GET", "DELETE", "M-SEARCH", "PROPFIND", "BASELINE-CONTROL"} {
+		if err := CheckMethod(m); err != nil {
+			t.Errorf("CheckMethod(%q) = %v, want nil", m, err)
+		}
+	}
+	for _, m := range []string{"get", "Get", "DELETe", "options", "GE T", "GET\n", "\u00c4GET", "GET/"} {
+		if err := CheckMethod(m); !errors.Is(err, ErrBadMethod) {
+			t.Errorf("CheckMethod(%q) = %v, want ErrBadMethod", m, err)
 		}
 	}
 }
