@@ -136,6 +136,10 @@ var readings = func() []reading {
 	return rs
 }()
 
+// maxReadPath bounds the paths MatchBad reads every way; a longer one is
+// never covered by a dry run.
+const maxReadPath = 2048
+
 // MatchBad returns the rule that answers a request refused before any
 // rule (a path not in normal form, a method not in upper case), and
 // whether a dry run covers the refusal. The rule is that of the request as
@@ -154,6 +158,9 @@ func (t *Table) MatchBad(r *Request) (rule *Rule, dryRun bool) {
 	rule = t.Match(&req)
 	if !t.anyDryRun || !rule.DryRun {
 		return rule, false // the common case: one reading decides
+	}
+	if len(r.Path) > maxReadPath {
+		return rule, false // not read 34 ways: each way may run every regex over it
 	}
 	paths := []string{req.Path}
 	for _, rd := range readings[1:] {

@@ -176,6 +176,10 @@ func TestMatchBad(t *testing.T) {
 			t.Errorf("MatchBad(%s %q) = %q, covered %v; want %q, covered %v", tt.method, tt.path, rule.Name, covered, tt.want, tt.covered)
 		}
 	}
+	long := "/beta/./" + strings.Repeat("x", maxReadPath)
+	if rule, covered := tb.MatchBad(&Request{Method: "GET", Path: long}); rule.Name != "beta" || covered {
+		t.Errorf("MatchBad(a path over %d bytes) = %q, covered %v; want beta, not covered", maxReadPath, rule.Name, covered)
+	}
 	// Without a rule in dry run, one reading decides and nothing is covered.
 	plain := mustCompile(t, []Spec{{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}}}, Rule{})
 	if rule, covered := plain.MatchBad(&Request{Method: "GET", Path: "/public/../admin"}); rule.Name != "admin" || covered {
