@@ -165,9 +165,11 @@ func TestRoutes(t *testing.T) {
 
 		{name: "a host with a trailing dot is the same host", req: routed("GET", "partner.example.com.", "/x", bearerOf(alice), nil), wantRoute: "partner-api", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "forbidden"},
 		{name: "a host with a trailing dot and a port", req: routed("GET", "partner.example.com.:443", "/x", bearerOf(alice), nil), wantRoute: "partner-api", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "forbidden"},
-		{name: "a method not in upper case is refused", req: routed("delete", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-write", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_method", wantChal: "-"},
-		{name: "a lowercase get is refused, not read as GET or as another method", req: routed("get", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-read", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_method"},
-		{name: "dry run: a lowercase method on a dry-run route is allowed", req: routed("get", "api.example.com", "/beta/x", nil, nil), wantRoute: "beta", wantCode: codes.OK, reason: "bad_method"},
+		{name: "a lowercase method that every reading puts under one rule is judged by it", req: routed("delete", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-write", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "insufficient_scope"},
+		{name: "a lowercase get that GET would route elsewhere is refused", req: routed("get", "api.example.com", "/api/orders/7", bearerOf(alice), nil), wantRoute: "orders-read", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_method", wantChal: "-"},
+		{name: "a lowercase patch on a public path", req: routed("patch", "api.example.com", "/public/x", nil, nil), wantRoute: "public", wantCode: codes.OK},
+		{name: "matrix parameters that change no rule", req: routed("GET", "api.example.com", "/public/a;v=1", nil, nil), wantRoute: "public", wantCode: codes.OK},
+		{name: "a character encoded twice", req: routed("GET", "api.example.com", "/public/%252e%252e/admin", nil, nil), wantRoute: "public", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 		{name: "a scope split by a tab is one scope", req: routed("POST", "api.example.com", "/api/orders", bearerOf(tabbed), nil), wantRoute: "orders-write", wantCode: codes.PermissionDenied, wantHTTP: 403, reason: "insufficient_scope"},
 		{name: "path parameters never hide a prefix", req: routed("GET", "api.example.com", "/admin;jsessionid=x", bearerOf(alice), nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
 		{name: "a dot-dot with path parameters is a dot-dot", req: routed("GET", "api.example.com", "/public/..;/admin", nil, nil), wantRoute: "admin", wantCode: codes.InvalidArgument, wantHTTP: 400, reason: "bad_path"},
@@ -225,8 +227,8 @@ func TestRoutes(t *testing.T) {
 		want   float64
 	}{
 		{[]string{"none", "health", "allow", "ok"}, 2},
-		{[]string{"default", "orders-write", "deny", "insufficient_scope"}, 2},
-		{[]string{"none", "beta", "dry_run_deny", "bad_method"}, 1},
+		{[]string{"default", "orders-write", "deny", "insufficient_scope"}, 3},
+		{[]string{"none", "orders-read", "deny", "bad_method"}, 1},
 		{[]string{"default", "beta", "dry_run_deny", "insufficient_scope"}, 1},
 		{[]string{"none", "beta", "dry_run_deny", "missing_token"}, 1},
 		{[]string{"none", "admin", "deny", "bad_path"}, 13}, // the 400s that some server reads under /admin

@@ -239,11 +239,7 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 		return s.deny(ctx, p, c, err)
 	}
 	rr := requestAttrs(c.req, c.hdrs)
-	err = route.CheckMethod(rr.Method)
-	if err == nil {
-		err = route.CheckPath(rr.Path)
-	}
-	if err != nil {
+	if c.rule, err = p.routes.Route(&rr); err != nil {
 		// Routed by every way a server might read the request, only to
 		// know whether a dry run covers the denial.
 		var dryRun bool
@@ -251,7 +247,6 @@ func (s *Server) check(ctx context.Context, p *policy, c *checkState) *authv3.Ch
 		c.enforce = !dryRun
 		return s.deny(ctx, p, c, err)
 	}
-	c.rule = p.routes.Match(&rr)
 	if c.rule.Auth == route.None {
 		return s.allow(ctx, p, c)
 	}

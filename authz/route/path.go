@@ -13,13 +13,15 @@ var ErrBadPath = errors.New("path not in normal form")
 // CheckPath reports whether path (without its query) is in normal form,
 // so that the path a rule sees is the path the upstream resolves: it
 // starts with "/", and has no "." or ".." segment, no empty segment ("//";
-// a trailing "/" is fine), no backslash, no percent-encoded "/", "\" or
-// unreserved character (RFC 3986 §2.3: ALPHA, DIGIT, "-", ".", "_", "~"),
-// which a server decodes before it resolves the path, and no ";" (raw or
-// encoded) or "#": Tomcat, Jetty and Spring drop a segment's ";" parameters
-// before routing, so "/admin;x" is "/admin" and "/public/..;/admin" is
-// "/admin" there. An empty path is "/". Errors never quote more than the
-// offending segment.
+// a trailing "/" is fine) — nor one that is so but for its ";" parameters
+// ("..;x", ";x"), which Tomcat, Jetty and Spring drop before routing — no
+// backslash, no "#", no percent-encoded "/", "\\" or unreserved character
+// (RFC 3986 §2.3: ALPHA, DIGIT, "-", ".", "_", "~"), which a server decodes
+// before it resolves the path, no such character encoded twice ("%252e",
+// for a server behind a proxy that decodes once), and no "%C0" or "%C1"
+// (never in UTF-8; "%C0%AE" is an old way to write "."). A ";" is fine
+// where it does not change the route (Route checks that). An empty path is
+// "/". Errors never quote more than the offending segment.
 func CheckPath(path string) error {
 	if path == "" {
 		return nil
@@ -33,29 +35,73 @@ func CheckPath(path string) error {
 			switch c := path[i]; c {
 			case '\\':
 				return fmt.Errorf("%w: a backslash, which some servers read as \"/\"", ErrBadPath)
-			case ';':
-				return fmt.Errorf("%w: a \";\", which some servers read as the start of path parameters and drop", ErrBadPath)
 			case '#':
 				return fmt.Errorf("%w: a \"#\", which starts a fragment and has no place in a request path", ErrBadPath)
 			case '%':
-				if i+2 >= len(path) || unhex(path[i+1]) < 0 || unhex(path[i+2]) < 0 {
+				d, ok := pctByte(path, i)
+				if !ok {
 					return fmt.Errorf("%w: a %% not followed by two hex digits", ErrBadPath)
 				}
-				if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || d == ';' || unreserved(d) {
+				switch d2, ok2 := hexByte(path, i+3); {
+				case d == '/' || d == '\\' || unreserved(d):
 					return fmt.Errorf("%w: %q is an encoded %q", ErrBadPath, path[i:i+3], d)
+				case d == '%' && ok2 && (d2 == '/' || d2 == '\\' || d2 == ';' || d2 == '%' || unreserved(d2)):
+					return fmt.Errorf("%w: %q is %q encoded twice", ErrBadPath, path[i:i+5], d2)
+				case d == 0xC0 || d == 0xC1:
+					return fmt.Errorf("%w: %q is never in UTF-8 (an overlong encoding)", ErrBadPath, path[i:i+3])
 				}
 			}
 			continue
 		}
-		switch seg := path[start:i]; {
+		seg := path[start:i]
+		bare, params := cutParams(seg)
+		switch {
 		case seg == "" && i < len(path):
 			return fmt.Errorf("%w: an empty segment (\"//\")", ErrBadPath)
 		case seg == "." || seg == "..":
 			return fmt.Errorf("%w: a %q segment", ErrBadPath, seg)
+		case params && (bare == "." || bare == ".." || bare == ""):
+			return fmt.Errorf("%w: a segment that is %q but for its \";\" parameters, which some servers drop", ErrBadPath, bare)
 		}
 		start = i + 1
 	}
 	return nil
+}
+
+// cutParams returns segment up to its first ";" or "%3B", and whether it
+// had one.
+func cutParams(seg string) (string, bool) {
+	for i := 0; i < len(seg); i++ {
+		if seg[i] == ';' {
+			return seg[:i], true
+		}
+		if d, ok := pctByte(seg, i); ok && d == ';' {
+			return seg[:i], true
+		}
+	}
+	return seg, false
+}
+
+// hasParams reports whether path holds a ";" or "%3B".
+func hasParams(path string) bool {
+	_, params := cutParams(path)
+	return params
+}
+
+// pctByte decodes the "%XX" at s[i], if there is one.
+func pctByte(s string, i int) (byte, bool) {
+	if i >= len(s) || s[i] != '%' {
+		return 0, false
+	}
+	return hexByte(s, i+1)
+}
+
+// hexByte decodes the two hex digits at s[i], if they are there.
+func hexByte(s string, i int) (byte, bool) {
+	if i < 0 || i+1 >= len(s) || unhex(s[i]) < 0 || unhex(s[i+1]) < 0 {
+		return 0, false
+	}
+	return byte(unhex(s[i])<<4 | unhex(s[i+1])), true
 }
 
 // reading is one way a server may resolve a path before it serves it.
@@ -140,8 +186,7 @@ var readings = func() []reading {
 // never covered by a dry run.
 const maxReadPath = 2048
 
-// MatchBad returns the rule that answers a request refused before any
-// rule (a path not in normal form, a method not in upper case), and
+// MatchBad returns the rule that answers a request Route refused, and
 // whether a dry run covers the refusal. The rule is that of the request as
 // the most lenient server reads it — the path resolved, the method in
 // upper case — unless the request as sent, or as another server reads it
@@ -153,7 +198,7 @@ const maxReadPath = 2048
 // "%2F", and never rides a dry run on /beta.
 func (t *Table) MatchBad(r *Request) (rule *Rule, dryRun bool) {
 	req := *r
-	req.Method = strings.ToUpper(r.Method)
+	req.Method = upperASCII(r.Method)
 	req.Path = resolve(r.Path, lenient)
 	rule = t.Match(&req)
 	if !t.anyDryRun || !rule.DryRun {
@@ -197,25 +242,33 @@ func mayClimb(path string) bool {
 		strings.Contains(lower, "%u") || strings.Contains(lower, "%25") || strings.Contains(lower, "#")
 }
 
-// ErrBadMethod is wrapped by the errors of CheckMethod.
-var ErrBadMethod = errors.New("method not in upper case")
+// ErrBadMethod is wrapped by the errors of CheckMethod and Route.
+var ErrBadMethod = errors.New("bad method")
 
-// CheckMethod reports whether method is an RFC 9110 token in upper case
-// (every registered method is). Methods are case-sensitive, yet some
-// servers read "delete" as DELETE and others refuse it, so a rule for
-// DELETE could not say which request it covers. An empty method (a
-// CheckRequest without one) is fine.
+// CheckMethod reports whether method is an RFC 9110 token. An empty
+// method (a CheckRequest without one) is fine.
 func CheckMethod(method string) error {
 	for i := 0; i < len(method); i++ {
-		c := method[i]
-		if 'a' <= c && c <= 'z' {
-			return fmt.Errorf("%w: %q (methods are case-sensitive; send %q)", ErrBadMethod, method, strings.ToUpper(method))
-		}
-		if !tchar(c) {
-			return fmt.Errorf("%w: byte %d of the method is not allowed in a method", ErrBadMethod, i)
+		if !tchar(method[i]) {
+			return fmt.Errorf("%w: byte %d of the method is not allowed in a method (RFC 9110 §5.6.2)", ErrBadMethod, i)
 		}
 	}
 	return nil
+}
+
+// upperASCII returns s with its ASCII letters in upper case, s itself when
+// it has none in lower case.
+func upperASCII(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return 'a' <= r && r <= 'z' }) {
+		return s
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
 }
 
 // tchar reports whether c may be in an RFC 9110 token.

@@ -179,6 +179,46 @@ func (t *Table) Rules() []*Rule {
 	return append(rules, t.def)
 }
 
+// Route returns the rule for r, or an error wrapping ErrBadPath or
+// ErrBadMethod when the rules cannot judge r: its method is not a token,
+// its path is not in normal form (CheckPath), or r would fall under
+// another rule as some servers read it — its method in upper case (Django
+// and Flask read "delete" as DELETE; Go and Tomcat do not), or its path
+// without ";" parameters (Tomcat, Jetty and Spring drop them; Envoy, Go
+// and nginx do not). Where every reading gives the same rule, the request
+// is judged by it: "patch" on a route that takes any method is fine.
+func (t *Table) Route(r *Request) (*Rule, error) {
+	if err := CheckMethod(r.Method); err != nil {
+		return nil, err
+	}
+	if err := CheckPath(r.Path); err != nil {
+		return nil, err
+	}
+	rule := t.Match(r)
+	upper, params := upperASCII(r.Method), hasParams(r.Path)
+	if upper == r.Method && !params {
+		return rule, nil // one reading: the common case
+	}
+	alt := *r
+	for _, m := range []string{r.Method, upper} {
+		for _, stripped := range []bool{false, true} {
+			alt.Method, alt.Path = m, r.Path
+			if stripped {
+				alt.Path = resolve(r.Path, reading{decode: true, merge: true, params: true})
+			}
+			other := t.Match(&alt)
+			switch {
+			case other == rule:
+			case m != r.Method:
+				return nil, fmt.Errorf("%w: %q falls under route %q, but %q, as some servers read it, under %q: send the method in upper case", ErrBadMethod, r.Method, rule.Name, m, other.Name)
+			default:
+				return nil, fmt.Errorf("%w: the path falls under route %q, but under %q without its \";\" parameters, as some servers read it", ErrBadPath, rule.Name, other.Name)
+			}
+		}
+	}
+	return rule, nil
+}
+
 // Match returns the rule of the first route that matches r, or the
 // default rule.
 func (t *Table) Match(r *Request) *Rule {

@@ -85,7 +85,8 @@ func TestCompileRefusesBadRegex(t *testing.T) {
 }
 
 func TestCheckPath(t *testing.T) {
-	good := []string{"", "/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/b..", "/.well-known/x", "/a%20b", "/a%3Fb", "/a%25b", "/~user", "/c%23"}
+	good := []string{"", "/", "/a", "/a/", "/a/b.c", "/a/..b", "/a/b..", "/.well-known/x", "/a%20b", "/a%3Fb", "/a%25b", "/~user", "/c%23",
+		"/100%25", "/a%2520b", "/a;v=1", "/a;", "/admin;jsessionid=x", "/a%3Bb", "/a/b;x=1/c", "/%C3%A9t%C3%A9"}
 	for _, p := range good {
 		if err := CheckPath(p); err != nil {
 			t.Errorf("CheckPath(%q) = %v, want nil", p, err)
@@ -95,10 +96,11 @@ func TestCheckPath(t *testing.T) {
 		"a", "*", "//", "/a//b", "//a", "/.", "/./a", "/a/.", "/a/./b", "/..", "/a/..", "/a/../b",
 		"/a%2fb", "/a%2Fb", "/a%5cb", "/a%5Cb", "/a%2eb", "/a%2E%2E/b", "/%2e%2e/admin", "/a\\b",
 		"/p%75blic", "/a%7E", "/a%", "/a%2", "/a%zz",
-		// Path parameters and fragments: servers such as Tomcat and Jetty
-		// drop ";..." from a segment before routing, so /admin;x is /admin
-		// and /public/..;/admin is /admin.
-		"/admin;jsessionid=x", "/public/..;/admin", "/public/..%3b/admin", "/public/..%3B/admin", "/a;", "/admin#x",
+		// A segment that is a dot or empty but for its ";" parameters, which
+		// Tomcat and Jetty drop: /public/..;/admin is /admin there.
+		"/public/..;/admin", "/public/..%3b/admin", "/public/..%3B/admin", "/a/.;x/b", "/;x/admin", "/a/;/b",
+		// A fragment; a character encoded twice; an overlong UTF-8 ".".
+		"/admin#x", "/%252e%252e/admin", "/a%252Fb", "/a%2541", "/a%255c", "/%c0%ae%c0%ae/admin", "/a%C1%9C",
 	}
 	for _, p := range bad {
 		if err := CheckPath(p); !errors.Is(err, ErrBadPath) {
@@ -143,6 +145,10 @@ func TestMatchBad(t *testing.T) {
 		{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}},
 		{Rule: Rule{Name: "beta", DryRun: true}, Match: Match{PathPrefixes: []string{"/beta"}}},
 		{Rule: Rule{Name: "gamma", DryRun: true}, Match: Match{PathPrefixes: []string{"/gamma"}}},
+		{Rule: Rule{Name: "files-a"}, Match: Match{PathRegex: `/files/A[^/]*`}},
+		{Rule: Rule{Name: "files", DryRun: true}, Match: Match{PathPrefixes: []string{"/files"}}},
+		{Rule: Rule{Name: "ops-get", DryRun: true}, Match: Match{Methods: []string{"GET"}, PathPrefixes: []string{"/ops"}}},
+		{Rule: Rule{Name: "ops"}, Match: Match{PathPrefixes: []string{"/ops"}}},
 	}, Rule{DryRun: true})
 	tests := []struct {
 		method, path string
@@ -169,6 +175,9 @@ func TestMatchBad(t *testing.T) {
 		{"get", "/beta/x", "beta", true},                      // GET and get both fall in beta
 		{"delete", "/beta/x", "beta-delete", false},           // DELETE falls under an enforced rule
 		{"delete", "/beta/./x", "beta-delete", false},
+		{"GET", "/files/%41\\b", "files-a", false}, // decoded, "\\" kept (Go, nginx): under the regex
+		{"get", "/ops/./x", "ops", false},          // as sent, get is not GET: the enforced rule
+		{"GET", "/beta/./%2541", "beta", false},    // %25: a second decode is never trusted
 	}
 	for _, tt := range tests {
 		rule, covered := tb.MatchBad(&Request{Method: tt.method, Path: tt.path})
@@ -188,14 +197,55 @@ func TestMatchBad(t *testing.T) {
 }
 
 func TestCheckMethod(t *testing.T) {
-	for _, m := range []string{"", "GET", "DELETE", "M-SEARCH", "PROPFIND", "BASELINE-CONTROL"} {
+	for _, m := range []string{"", "GET", "DELETE", "M-SEARCH", "PROPFIND", "BASELINE-CONTROL", "get", "patch"} {
 		if err := CheckMethod(m); err != nil {
 			t.Errorf("CheckMethod(%q) = %v, want nil", m, err)
 		}
 	}
-	for _, m := range []string{"get", "Get", "DELETe", "options", "GE T", "GET\n", "\u00c4GET", "GET/"} {
+	for _, m := range []string{"GE T", "GET\n", "\u00c4GET", "GET/", "GET:", "(GET)"} {
 		if err := CheckMethod(m); !errors.Is(err, ErrBadMethod) {
 			t.Errorf("CheckMethod(%q) = %v, want ErrBadMethod", m, err)
+		}
+	}
+}
+
+// TestRoute: a request is judged by its rule when every way servers read
+// it (its method in upper case or not, its path with or without ";"
+// parameters) gives that rule, and refused when they disagree.
+func TestRoute(t *testing.T) {
+	tb := mustCompile(t, []Spec{
+		{Rule: Rule{Name: "cors", Auth: None}, Match: Match{Methods: []string{"OPTIONS"}}},
+		{Rule: Rule{Name: "public", Auth: None}, Match: Match{PathPrefixes: []string{"/public"}}},
+		{Rule: Rule{Name: "admin"}, Match: Match{PathPrefixes: []string{"/admin"}}},
+		{Rule: Rule{Name: "api-delete"}, Match: Match{Methods: []string{"DELETE"}, PathPrefixes: []string{"/api"}}},
+		{Rule: Rule{Name: "api"}, Match: Match{PathPrefixes: []string{"/api"}}},
+		{Rule: Rule{Name: "exact"}, Match: Match{Paths: []string{"/report"}}},
+	}, Rule{})
+	tests := []struct {
+		method, path string
+		want         string // "" for an error
+		wantErr      error
+	}{
+		{"GET", "/public/x", "public", nil},
+		{"patch", "/public/x", "public", nil},          // every reading: public
+		{"options", "/admin/users", "", ErrBadMethod},  // OPTIONS would be cors, auth none
+		{"delete", "/api/orders/7", "", ErrBadMethod},  // DELETE would be api-delete
+		{"post", "/api/orders", "api", nil},            // POST is api too
+		{"GET", "/public/a;v=1", "public", nil},        // matrix parameters that change nothing
+		{"GET", "/admin/x;jsessionid=1", "admin", nil}, // under /admin either way
+		{"GET", "/admin;jsessionid=1", "", ErrBadPath}, // /admin to Tomcat, not /admin to Envoy
+		{"GET", "/report;v=2", "", ErrBadPath},         // the exact path only without the parameter
+		{"GET", "/public%3Bx/../admin", "", ErrBadPath},
+		{"GET", "/public/..;/admin", "", ErrBadPath},
+		{"GE T", "/public/x", "", ErrBadMethod},
+	}
+	for _, tt := range tests {
+		rule, err := tb.Route(&Request{Method: tt.method, Path: tt.path})
+		switch {
+		case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+			t.Errorf("Route(%s %q) = %v, want %v", tt.method, tt.path, err, tt.wantErr)
+		case tt.wantErr == nil && (err != nil || rule.Name != tt.want):
+			t.Errorf("Route(%s %q) = %v, %v; want %q", tt.method, tt.path, rule, err, tt.want)
 		}
 	}
 }
