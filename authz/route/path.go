@@ -46,7 +46,7 @@ func CheckPath(path string) error {
 				case d == '/' || d == '\\' || unreserved(d):
 					return fmt.Errorf("%w: %q is an encoded %q", ErrBadPath, path[i:i+3], d)
 				case d == '%' && ok2 && (d2 == '/' || d2 == '\\' || d2 == ';' || d2 == '%' || unreserved(d2)):
-					return fmt.Errorf("%w: %q is %q encoded twice", ErrBadPath, path[i:i+5], d2)
+					return fmt.Errorf("%w: %q decodes twice to %q, as behind a proxy that decodes once", ErrBadPath, path[i:i+5], d2)
 				case d == 0xC0 || d == 0xC1:
 					return fmt.Errorf("%w: %q is never in UTF-8 (an overlong encoding)", ErrBadPath, path[i:i+3])
 				}

@@ -184,8 +184,8 @@ func (t *Table) Rules() []*Rule {
 // its path is not in normal form (CheckPath), or r would fall under
 // another rule as some servers read it — its method in upper case (Django
 // and Flask read "delete" as DELETE; Go and Tomcat do not), or its path
-// without ";" parameters (Tomcat, Jetty and Spring drop them; Envoy, Go
-// and nginx do not). Where every reading gives the same rule, the request
+// with "%3B" decoded (Go, nginx) or without ";" parameters (Tomcat, Jetty
+// and Spring drop them; Envoy, Go and nginx do not). Where every reading gives the same rule, the request
 // is judged by it: "patch" on a route that takes any method is fine.
 func (t *Table) Route(r *Request) (*Rule, error) {
 	if err := CheckMethod(r.Method); err != nil {
@@ -199,20 +199,22 @@ func (t *Table) Route(r *Request) (*Rule, error) {
 	if upper == r.Method && !params {
 		return rule, nil // one reading: the common case
 	}
+	paths := []string{r.Path}
+	if params { // as sent; "%3B" decoded ("/x;y" to Go and nginx); ";" parameters dropped (Tomcat)
+		paths = append(paths, resolve(r.Path, reading{decode: true, merge: true}), resolve(r.Path, reading{decode: true, merge: true, params: true}))
+	}
 	alt := *r
 	for _, m := range []string{r.Method, upper} {
-		for _, stripped := range []bool{false, true} {
-			alt.Method, alt.Path = m, r.Path
-			if stripped {
-				alt.Path = resolve(r.Path, reading{decode: true, merge: true, params: true})
-			}
-			other := t.Match(&alt)
-			switch {
+		for _, p := range paths {
+			alt.Method, alt.Path = m, p
+			switch other := t.Match(&alt); {
 			case other == rule:
 			case m != r.Method:
-				return nil, fmt.Errorf("%w: %q falls under route %q, but %q, as some servers read it, under %q: send the method in upper case", ErrBadMethod, r.Method, rule.Name, m, other.Name)
+				// The rules' names stay out of the message: it is the
+				// body of a 400 any client can provoke.
+				return nil, fmt.Errorf("%w: %q in upper case, as some servers read it, falls under another rule", ErrBadMethod, r.Method)
 			default:
-				return nil, fmt.Errorf("%w: the path falls under route %q, but under %q without its \";\" parameters, as some servers read it", ErrBadPath, rule.Name, other.Name)
+				return nil, fmt.Errorf("%w: the path falls under another rule with its \";\" parameters decoded or dropped, as some servers read it", ErrBadPath)
 			}
 		}
 	}

@@ -220,7 +220,8 @@ func TestRoute(t *testing.T) {
 		{Rule: Rule{Name: "api-delete"}, Match: Match{Methods: []string{"DELETE"}, PathPrefixes: []string{"/api"}}},
 		{Rule: Rule{Name: "api"}, Match: Match{PathPrefixes: []string{"/api"}}},
 		{Rule: Rule{Name: "exact"}, Match: Match{Paths: []string{"/report"}}},
-	}, Rule{})
+		{Rule: Rule{Name: "internal"}, Match: Match{Paths: []string{"/x;internal"}}},
+	}, Rule{Auth: None})
 	tests := []struct {
 		method, path string
 		want         string // "" for an error
@@ -238,6 +239,9 @@ func TestRoute(t *testing.T) {
 		{"GET", "/public%3Bx/../admin", "", ErrBadPath},
 		{"GET", "/public/..;/admin", "", ErrBadPath},
 		{"GE T", "/public/x", "", ErrBadMethod},
+		{"GET", "/x%3Binternal", "", ErrBadPath}, // /x;internal to Go and nginx
+		{"GET", "/x;internal", "", ErrBadPath},   // /x to Tomcat: a rule with ";" is never judged alone
+		{"GET", "/y%3Bz", "default", nil},        // /y;z and /y: the default either way
 	}
 	for _, tt := range tests {
 		rule, err := tb.Route(&Request{Method: tt.method, Path: tt.path})
