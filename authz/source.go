@@ -154,10 +154,8 @@ func queryValue(path, name string) (val string, present bool, err error) {
 	}
 	for pair := range strings.SplitSeq(query, "&") {
 		k, v, _ := strings.Cut(pair, "=")
-		if k != name {
-			if dk, err := url.QueryUnescape(k); err != nil || dk != name {
-				continue
-			}
+		if !isQueryName(k, name) {
+			continue
 		}
 		if present {
 			return "", true, errors.New("sent twice")
@@ -188,12 +186,11 @@ func queryParamsToRemove(names []string, path string) []string {
 		var spellings []string
 		for pair := range strings.SplitSeq(query, "&") {
 			k, _, _ := strings.Cut(pair, "=")
-			if k == name {
-				found = true
+			if !isQueryName(k, name) {
 				continue
 			}
-			if dk, err := url.QueryUnescape(k); err == nil && dk == name && !slices.Contains(spellings, k) {
-				found = true
+			found = true
+			if k != name && !slices.Contains(spellings, k) {
 				spellings = append(spellings, k)
 			}
 		}
@@ -203,6 +200,16 @@ func queryParamsToRemove(names []string, path string) []string {
 		}
 	}
 	return out
+}
+
+// isQueryName reports whether the query key k, as sent, names parameter
+// name: verbatim or once percent-decoded ("access%5Ftoken").
+func isQueryName(k, name string) bool {
+	if k == name {
+		return true
+	}
+	dk, err := url.QueryUnescape(k)
+	return err == nil && dk == name
 }
 
 // checkToken refuses what cannot be one compact JWS before any parsing:

@@ -108,7 +108,7 @@ func hexByte(s string, i int) (byte, bool) {
 // Every server removes dot segments (RFC 3986 §5.2.4); these are the steps
 // on which servers differ.
 type reading struct {
-	decode    bool // percent-encoded "/", "\" and unreserved characters decoded
+	decode    bool // percent-encoded "/", "\", ";" and unreserved characters decoded
 	backslash bool // "\" read as "/"
 	merge     bool // empty segments merged ("//" as "/")
 	params    bool // a segment's ";" parameters dropped
@@ -118,10 +118,10 @@ type reading struct {
 var lenient = reading{decode: true, backslash: true, merge: true, params: true}
 
 // Normalize returns the path the most lenient server resolves path to:
-// the percent-encoded "/", "\" and unreserved characters decoded, "\"
-// read as "/", empty segments merged, ";" parameters dropped, and dot
-// segments removed (RFC 3986 §5.2.4). For a path in normal form it returns
-// the path itself.
+// ended at a "#", the percent-encoded "/", "\", ";" and unreserved
+// characters decoded, "\" read as "/", empty segments merged, ";"
+// parameters dropped, and dot segments removed (RFC 3986 §5.2.4). For a
+// path in normal form without ";" it returns the path itself.
 func Normalize(path string) string { return resolve(path, lenient) }
 
 // resolve returns path as a server that takes the steps of r resolves it.
@@ -132,11 +132,9 @@ func resolve(path string, r reading) string {
 	b.Grow(len(path))
 	for i := 0; i < len(path); i++ {
 		c := path[i]
-		if r.decode && c == '%' && i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
-			if d := byte(unhex(path[i+1])<<4 | unhex(path[i+2])); d == '/' || d == '\\' || d == ';' || unreserved(d) {
-				c = d
-				i += 2
-			}
+		if d, ok := pctByte(path, i); r.decode && ok && (d == '/' || d == '\\' || d == ';' || unreserved(d)) {
+			c = d
+			i += 2
 		}
 		if r.backslash && c == '\\' {
 			c = '/'

@@ -57,7 +57,7 @@ type Rule struct {
 // an empty Match matches everything.
 type Match struct {
 	Hosts             []string // exact, or "*.example.com"; lowercase; the port is ignored
-	Methods           []string // uppercase (a method in another case is refused before matching)
+	Methods           []string // uppercase, matched exactly (Route reads a lower-case method both ways)
 	Paths             []string // exact
 	PathPrefixes      []string // segment-aware: /api matches /api and /api/x, not /apix
 	PathRegex         string   // RE2, matched against the whole path
@@ -185,8 +185,9 @@ func (t *Table) Rules() []*Rule {
 // another rule as some servers read it — its method in upper case (Django
 // and Flask read "delete" as DELETE; Go and Tomcat do not), or its path
 // with "%3B" decoded (Go, nginx) or without ";" parameters (Tomcat, Jetty
-// and Spring drop them; Envoy, Go and nginx do not). Where every reading gives the same rule, the request
-// is judged by it: "patch" on a route that takes any method is fine.
+// and Spring drop them; Envoy, Go and nginx do not). Where every reading
+// gives the same rule, the request is judged by it: "patch" on a route
+// that takes any method is fine.
 func (t *Table) Route(r *Request) (*Rule, error) {
 	if err := CheckMethod(r.Method); err != nil {
 		return nil, err
