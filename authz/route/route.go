@@ -204,9 +204,16 @@ func (t *Table) Route(r *Request) (*Rule, error) {
 	if params { // as sent; "%3B" decoded ("/x;y" to Go and nginx); ";" parameters dropped (Tomcat)
 		paths = append(paths, resolve(r.Path, reading{decode: true, merge: true}), resolve(r.Path, reading{decode: true, merge: true, params: true}))
 	}
+	methods := []string{r.Method}
+	if upper != r.Method {
+		methods = append(methods, upper)
+	}
 	alt := *r
-	for _, m := range []string{r.Method, upper} {
+	for _, m := range methods {
 		for _, p := range paths {
+			if m == r.Method && p == r.Path {
+				continue // the reading rule came from
+			}
 			alt.Method, alt.Path = m, p
 			switch other := t.Match(&alt); {
 			case other == rule:
